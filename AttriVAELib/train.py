@@ -1,0 +1,646 @@
+"""Training: single process, or distributed with ``torchrun -m AttriVAELib.train``.
+
+A run folder holds::
+
+    config.yaml            resolved configuration
+    run.json               data location and attribute/label names (written first)
+    model.safetensors/.json  best model on the validation split (never the test split)
+    last.safetensors/.json   resumable state: weights, optimizer, epoch, history
+    metrics.csv            one row per epoch; tensorboard/ event files
+    heldout.json           test-split summary written at the end
+
+Every epoch draws its randomness (shuffling, dropout, sampling, augmentation) from
+``(seed, epoch)``, so a run resumed from its last completed epoch ends with the same
+weights as an uninterrupted one on CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import io
+import json
+import math
+import os
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from AttriVAELib import atomic
+from AttriVAELib.checkpoint import (load_checkpoint, optimizer_from_tensors, optimizer_to_tensors, save_checkpoint,
+                                    split_prefix)
+from AttriVAELib.config import dump_yaml, load_yaml, resolve_config
+from AttriVAELib.errors import ConfigError, CheckpointError
+from AttriVAELib.manifest import AttributeScaler, Manifest, attribute_unit, load_manifest, load_split
+
+LOSS_TERMS = ("total", "reconstruction", "kl", "ar", "classification", "l1")
+
+
+@dataclass
+class DistContext:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device_request: str) -> DistContext:
+    """Join the process group when launched by torchrun (WORLD_SIZE > 1)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistContext()
+    if not dist.is_initialized():
+        use_cuda = device_request != "cpu" and torch.cuda.is_available()
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    return DistContext(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def _epoch_seed(seed: int, epoch: int) -> int:
+    return (int(seed) * 1_000_003 + int(epoch) * 7919) % (2**31 - 1)
+
+
+def _log(msg: str, ctx: DistContext) -> None:
+    if ctx.is_main:
+        print(msg, file=sys.stderr, flush=True)
+
+
+def state_digest(model: torch.nn.Module) -> str:
+    """SHA-256 over the model's parameters and buffers (to compare ranks or runs)."""
+    h = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+class Trainer:
+    """Trains one model on a manifest's train split, selecting on its validation split."""
+
+    def __init__(self, config: dict, data: str | os.PathLike, run_dir: str | os.PathLike, *,
+                 resume: bool = False, progress: bool = True, ctx: DistContext | None = None,
+                 log: Callable[[str], None] | None = None) -> None:
+        from AttriVAELib.fastpath import describe_device, select_device
+
+        self.ctx = ctx or DistContext()
+        self.config = config
+        self.run_dir = Path(run_dir)
+        self.progress = progress and self.ctx.is_main
+        self.log = log or (lambda m: _log(m, self.ctx))
+        tcfg = config["train"]
+        if tcfg["num_threads"]:
+            torch.set_num_threads(int(tcfg["num_threads"]))
+        self.device = select_device(tcfg["device"])
+        if self.ctx.enabled and self.device.type == "cuda":
+            self.device = torch.device("cuda", self.ctx.local_rank)
+            torch.cuda.set_device(self.device)
+        self.log(f"device: {describe_device(self.device)}")
+        if tcfg["deterministic"] and self.device.type == "cpu":
+            torch.use_deterministic_algorithms(True, warn_only=True)
+
+        dcfg = config["data"]
+        self.manifest = load_manifest(data, attributes=dcfg["attributes"])
+        self._prepare_split()
+        self.scaler = AttributeScaler.fit(self.manifest.attribute_matrix(self.manifest.subset(self.split["train"])),
+                                          self.manifest.attribute_names)
+        self._build_model()
+        self._build_data()
+        self.start_epoch = 0
+        self.history: list[dict[str, Any]] = []
+        self.best: dict[str, Any] = {"epoch": -1, "score": math.inf}
+        self.bad_epochs = 0
+        if resume:
+            self._load_state()
+
+    # -- set-up -----------------------------------------------------------------------------
+    def _prepare_split(self) -> None:
+        dcfg = self.config["data"]
+        fractions = tuple(float(f) for f in dcfg["split_fractions"])
+        if self.ctx.is_main:
+            self.split = load_split(self.manifest, seed=int(dcfg["split_seed"]), fractions=fractions)
+        if self.ctx.enabled:
+            dist.barrier()
+        if not self.ctx.is_main:
+            self.split = load_split(self.manifest, create=False)
+        for name in ("train", "val"):
+            if not self.split[name]:
+                raise ConfigError(f"the {name} split of {self.manifest.path} is empty; use more subjects or change "
+                                  "data.split_fractions")
+
+    def _build_model(self) -> None:
+        from AttriVAELib.losses import AttriVAELoss, LossConfig
+        from AttriVAELib.model import AttriVAE, ModelConfig
+
+        mcfg = dict(self.config["model"])
+        lcfg = LossConfig.from_dict(self.config["loss"])
+        n_attr = len(self.manifest.attribute_names)
+        if mcfg.get("num_regularized") is None or (lcfg.gamma > 0 and not mcfg.get("num_regularized")):
+            mcfg["num_regularized"] = n_attr if lcfg.gamma > 0 else 0
+        k = int(mcfg["num_regularized"])
+        if k > n_attr:
+            raise ConfigError(f"model.num_regularized={k} is larger than the number of attributes ({n_attr}: "
+                              f"{', '.join(self.manifest.attribute_names) or 'none'})")
+        if lcfg.gamma > 0 and k == 0:
+            raise ConfigError("loss.gamma > 0 needs at least one attribute column in the manifest")
+        if mcfg.get("num_classes", 2):
+            if not self.manifest.label_names:
+                raise ConfigError(f"a classifier was requested but {self.manifest.path.name} has no 'label' column; "
+                                  "use a preset without a classifier (vae, beta_vae, ar_vae) or model.num_classes: 0")
+            if len(self.manifest.label_names) < 2:
+                raise ConfigError(f"a classifier needs at least two classes; {self.manifest.path.name} has "
+                                  f"{self.manifest.label_names}")
+            mcfg["num_classes"] = len(self.manifest.label_names)
+        pre = dict(self.config["data"]["preprocess"])
+        if "size" in pre and "input_size" not in self.config["model"]:
+            mcfg["input_size"] = int(pre["size"])
+        pre["size"] = int(mcfg.get("input_size", 80))
+        self.config["data"]["preprocess"] = pre
+        self.model_config = ModelConfig.from_dict(mcfg)
+        self.model_config.validate()
+        self.config["model"] = self.model_config.to_dict()
+        self.loss_config = lcfg
+        torch.manual_seed(int(self.config["train"]["seed"]))
+        self.model = AttriVAE(self.model_config).to(self.device)
+        self.criterion = AttriVAELoss(lcfg)
+        self._setup_fast_path()
+        ocfg = self.config["optim"]
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=float(ocfg["lr"]),
+                                          weight_decay=float(ocfg["weight_decay"]))
+        self.train_model: torch.nn.Module = self.model
+        if self.ctx.enabled:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.train_model = DDP(self.model, device_ids=ids)
+
+    def _setup_fast_path(self) -> None:
+        from AttriVAELib.fastpath import bf16_supported
+
+        tcfg = self.config["train"]
+        precision = tcfg["precision"]
+        if precision == "auto":
+            precision = "bf16" if bf16_supported(self.device) else "fp32"
+        elif precision == "bf16" and not bf16_supported(self.device):
+            self.log(f"bf16 requested but {self.device} has no fast bf16 support; it may be slow")
+        self.precision = precision
+        self.channels_last = bool(tcfg["channels_last"])
+        if self.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last_3d)
+        self.forward_model: Callable = self.model
+        self.log(f"precision {self.precision}, channels_last_3d {'on' if self.channels_last else 'off'}, "
+                 f"torch.compile {'on' if tcfg['compile'] else 'off'}")
+
+    def _autocast(self):
+        if self.precision != "bf16":
+            return nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+
+    def _build_data(self) -> None:
+        from AttriVAELib.augment import build_augmentation
+        from AttriVAELib.dataset import CohortDataset
+        from AttriVAELib.preprocessing import PreprocessSpec
+
+        dcfg = self.config["data"]
+        self.spec = PreprocessSpec.from_dict(dcfg["preprocess"])
+        self.augmentation = build_augmentation(dcfg["augmentation"]) if dcfg["augmentation"] else None
+        common = dict(spec=self.spec, scaler=self.scaler, cache=bool(dcfg["cache"]), workers=int(dcfg["workers"]))
+        self.log(f"preprocessing {len(self.split['train'])} train + {len(self.split['val'])} val subjects "
+                 f"into {self.spec.size}³")
+        self.train_set = CohortDataset(self.manifest, self.split["train"], augmentation=self.augmentation,
+                                       progress=self.progress, **common)
+        self.val_set = CohortDataset(self.manifest, self.split["val"], progress=False, **common)
+
+    def _loader(self, dataset, epoch: int, shuffle: bool) -> torch.utils.data.DataLoader:
+        from torch.utils.data import DataLoader
+        from torch.utils.data.distributed import DistributedSampler
+
+        batch = int(self.config["optim"]["batch_size"])
+        seed = _epoch_seed(int(self.config["train"]["seed"]), epoch)
+        if self.ctx.enabled:
+            sampler = DistributedSampler(dataset, num_replicas=self.ctx.world_size, rank=self.ctx.rank,
+                                         shuffle=shuffle, seed=int(self.config["train"]["seed"]), drop_last=shuffle)
+            sampler.set_epoch(epoch)
+            return DataLoader(dataset, batch_size=batch, sampler=sampler, drop_last=shuffle)
+        generator = torch.Generator().manual_seed(seed)
+        # drop_last on train: a batch of one has no pairs for the attribute loss and breaks BatchNorm.
+        return DataLoader(dataset, batch_size=batch, shuffle=shuffle, generator=generator,
+                          drop_last=shuffle and len(dataset) > batch)
+
+    # -- state --------------------------------------------------------------------------------
+    def metadata(self, epoch: int) -> dict[str, Any]:
+        names = self.manifest.attribute_names
+        k = self.model_config.num_regularized
+        return {
+            "kind": "model",
+            "model_config": self.model_config.to_dict(),
+            "loss_config": self.loss_config.to_dict(),
+            "preset": self.config.get("preset"),
+            "preprocess": self.spec.to_dict(),
+            "attributes": {"names": names, "units": [attribute_unit(n) for n in names],
+                           "regularized": names[:k], "scaling": self.scaler.to_dict()},
+            "labels": {"names": self.manifest.label_names},
+            "data": {"manifest": str(self.manifest.path.resolve()), "split_file": str(self.manifest.root / "split.json")},
+            "epoch": epoch,
+            "best": self.best,
+            "history": self.history,
+            "config": self.config,
+        }
+
+    def _model_tensors(self) -> dict[str, torch.Tensor]:
+        return {f"model.{k}": v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
+
+    def save_last(self, epoch: int) -> None:
+        tensors = self._model_tensors()
+        opt_tensors, opt_meta = optimizer_to_tensors(self.optimizer.state_dict())
+        tensors.update(opt_tensors)
+        meta = self.metadata(epoch)
+        meta.update(kind="training_state", optimizer=opt_meta, bad_epochs=self.bad_epochs)
+        save_checkpoint(self.run_dir, tensors, meta, name="last")
+
+    def save_best(self, epoch: int) -> None:
+        save_checkpoint(self.run_dir, self._model_tensors(), self.metadata(epoch), name="model")
+
+    def _load_state(self) -> None:
+        tensors, meta = load_checkpoint(self.run_dir, name="last", device="cpu")
+        if meta.get("kind") != "training_state":
+            raise CheckpointError(f"{self.run_dir}/last.safetensors is not a training state")
+        if meta["model_config"] != self.model_config.to_dict():
+            raise CheckpointError(f"{self.run_dir}: saved model configuration differs from this run's configuration")
+        self.model.load_state_dict(split_prefix(tensors, "model"))
+        self.optimizer.load_state_dict(optimizer_from_tensors(tensors, meta["optimizer"]))
+        self.start_epoch = int(meta["epoch"]) + 1
+        self.history = list(meta["history"])
+        self.best = dict(meta["best"])
+        self.bad_epochs = int(meta.get("bad_epochs", 0))
+        self.log(f"resuming {self.run_dir} after epoch {self.start_epoch} of {self.config['train']['epochs']}")
+
+    # -- loop ------------------------------------------------------------------------------------
+    def _batch_to_device(self, batch: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        x = batch["image"].to(self.device, non_blocking=True)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last_3d)
+        k = self.model_config.num_regularized
+        attrs = batch["attributes"][:, :k].to(self.device).float() if k else None
+        labels = batch["label"].to(self.device) if self.model_config.num_classes else None
+        return x, attrs, labels
+
+    def _step_losses(self, model: Callable, batch: Mapping[str, Any], step: int) -> dict[str, torch.Tensor]:
+        x, attrs, labels = self._batch_to_device(batch)
+        with self._autocast():
+            outputs = model(x)
+        return self.criterion(outputs, x, attrs, labels, model=self.model, step=step)
+
+    def train_epoch(self, epoch: int, bar) -> dict[str, float]:
+        torch.manual_seed(_epoch_seed(int(self.config["train"]["seed"]), epoch))
+        if self.augmentation is not None and hasattr(self.augmentation, "set_random_state"):
+            self.augmentation.set_random_state(seed=_epoch_seed(int(self.config["train"]["seed"]), epoch))
+        self.train_model.train()
+        sums = {k: 0.0 for k in LOSS_TERMS}
+        count = 0
+        loader = self._loader(self.train_set, epoch, shuffle=True)
+        step0 = epoch * len(loader)
+        for i, batch in enumerate(loader):
+            losses = self._step_losses(self.train_model, batch, step0 + i)
+            self.optimizer.zero_grad(set_to_none=True)
+            losses["total"].backward()
+            self.optimizer.step()
+            n = batch["image"].shape[0]
+            count += n
+            values = {k: float(losses[k].detach()) for k in LOSS_TERMS}
+            for k in LOSS_TERMS:
+                sums[k] += values[k] * n
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix_str(f"ep {epoch + 1} loss {values['total']:.1f} rec {values['reconstruction']:.1f} "
+                                    f"kl {values['kl']:.1f} ar {values['ar']:.2f} cls {values['classification']:.3f}",
+                                    refresh=False)
+        totals = torch.tensor([sums[k] for k in LOSS_TERMS] + [count], dtype=torch.float64)
+        if self.ctx.enabled:
+            dist.all_reduce(totals)
+            self._average_buffers()
+        return {f"train_{k}": float(totals[i] / max(totals[-1], 1)) for i, k in enumerate(LOSS_TERMS)}
+
+    @torch.no_grad()
+    def _average_buffers(self) -> None:
+        """Average BatchNorm running statistics over ranks.
+
+        DDP broadcasts buffers at the start of each forward, so after the last step of an
+        epoch each rank holds statistics of its own batch; averaging makes every rank (and
+        the checkpoint) hold the same, better-estimated statistics.
+        """
+        for buffer in self.model.buffers():
+            if buffer.is_floating_point():
+                dist.all_reduce(buffer)
+                buffer /= self.ctx.world_size
+
+    @torch.no_grad()
+    def validate(self, epoch: int) -> dict[str, float]:
+        self.model.eval()
+        sums = {k: 0.0 for k in LOSS_TERMS}
+        count = 0
+        mus, attrs, labels, probs = [], [], [], []
+        for batch in self._loader(self.val_set, epoch, shuffle=False):
+            x, a, y = self._batch_to_device(batch)
+            with self._autocast():
+                out = self.model(x)
+            losses = self.criterion(out, x, a, y, model=self.model, step=10**9)
+            n = x.shape[0]
+            count += n
+            for k in LOSS_TERMS:
+                sums[k] += float(losses[k]) * n
+            mus.append(out["mu"].float().cpu())
+            attrs.append(batch["attributes"].float())
+            labels.append(batch["label"])
+            if out.get("logits") is not None:
+                probs.append(class_probabilities(out["logits"].float()).cpu())
+        result = {f"val_{k}": sums[k] / max(count, 1) for k in LOSS_TERMS}
+        result.update(latent_scores(torch.cat(mus).numpy(), torch.cat(attrs).numpy(), torch.cat(labels).numpy(),
+                                    torch.cat(probs).numpy() if probs else None,
+                                    self.model_config.num_regularized, prefix="val_"))
+        return result
+
+    def fit(self) -> dict[str, Any]:
+        from tqdm.auto import tqdm
+
+        tcfg = self.config["train"]
+        epochs = int(tcfg["epochs"])
+        writer = self._tensorboard()
+        steps_per_epoch = len(self._loader(self.train_set, 0, shuffle=True))
+        bar = None
+        if self.progress:
+            bar = tqdm(total=(epochs - self.start_epoch) * steps_per_epoch, desc="train", unit="step",
+                       dynamic_ncols=True, mininterval=1.0, file=sys.stderr)
+        stopped_early = False
+        try:
+            for epoch in range(self.start_epoch, epochs):
+                t0 = time.perf_counter()
+                row: dict[str, Any] = {"epoch": epoch + 1}
+                row.update(self.train_epoch(epoch, bar))
+                if (epoch + 1) % int(tcfg["val_every"]) == 0 or epoch + 1 == epochs:
+                    row.update(self.validate(epoch))
+                row["seconds"] = time.perf_counter() - t0
+                self.history.append(row)
+                improved = "val_total" in row and row["val_total"] < self.best["score"]
+                if improved:
+                    self.best = {"epoch": epoch + 1, "score": row["val_total"], "metric": "val_total"}
+                    self.bad_epochs = 0
+                elif "val_total" in row:
+                    self.bad_epochs += 1
+                if self.ctx.is_main:
+                    if improved:
+                        self.save_best(epoch + 1)
+                    self.save_last(epoch)
+                    self._write_metrics(writer, row)
+                    if bar is None:
+                        self.log(_format_row(row, epochs))
+                if self.ctx.enabled:
+                    dist.barrier()
+                patience = int(tcfg["patience"])
+                if patience and self.bad_epochs >= patience:
+                    self.log(f"early stopping after epoch {epoch + 1}: no validation improvement in {patience} epochs")
+                    stopped_early = True
+                    break
+        finally:
+            if bar is not None:
+                bar.close()
+            if writer is not None:
+                writer.close()
+        if self.ctx.enabled:
+            self._record_rank_digest()
+        return {"best": self.best, "epochs_run": len(self.history), "stopped_early": stopped_early}
+
+    def _record_rank_digest(self) -> None:
+        digest = state_digest(self.model)
+        atomic.write_json(self.run_dir / "ranks" / f"rank-{self.ctx.rank}.json",
+                          {"rank": self.ctx.rank, "world_size": self.ctx.world_size, "state_sha256": digest})
+        digests: list[Any] = [None] * self.ctx.world_size
+        dist.all_gather_object(digests, digest)
+        if self.ctx.is_main:
+            same = len(set(digests)) == 1
+            self.log(f"ranks hold {'identical' if same else 'DIFFERENT'} weights after training")
+
+    def _tensorboard(self):
+        if not self.ctx.is_main:
+            return None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:  # tensorboard is optional at run time
+            self.log("tensorboard not installed: no event files (metrics.csv is still written)")
+            return None
+        return SummaryWriter(str(self.run_dir / "tensorboard"), purge_step=self.start_epoch + 1)
+
+    def _write_metrics(self, writer, row: Mapping[str, Any]) -> None:
+        keys: list[str] = []
+        for r in self.history:
+            keys.extend(k for k in r if k not in keys)
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=keys)
+        w.writeheader()
+        for r in self.history:
+            w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
+        atomic.write_text(self.run_dir / "metrics.csv", buf.getvalue())
+        if writer is not None:
+            for k, v in row.items():
+                if k != "epoch" and isinstance(v, (int, float)) and math.isfinite(v):
+                    tag = k.replace("train_", "train/").replace("val_", "val/")
+                    writer.add_scalar(tag, v, row["epoch"])
+            writer.flush()
+
+
+def class_probabilities(logits: torch.Tensor) -> torch.Tensor:
+    """(B,) binary logits → (B, 2) probabilities; (B, C) → softmax."""
+    if logits.ndim == 1:
+        p = torch.sigmoid(logits)
+        return torch.stack([1 - p, p], dim=1)
+    return torch.softmax(logits, dim=1)
+
+
+def latent_scores(mu: np.ndarray, attributes: np.ndarray, labels: np.ndarray, probs: np.ndarray | None, k: int,
+                  prefix: str = "", names: Sequence[str] | None = None) -> dict[str, float]:
+    """Quick held-out scores: Spearman ρ of each regularized dim with its attribute, and AUC."""
+    import warnings
+
+    from scipy.stats import spearmanr
+    from sklearn.metrics import roc_auc_score
+
+    out: dict[str, float] = {}
+    rhos = []
+    for j in range(min(k, attributes.shape[1])):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a constant column (e.g. an untrained dim) has no ρ: scored 0
+            rho = spearmanr(mu[:, j], attributes[:, j]).statistic if len(mu) > 2 else float("nan")
+        rho = float(rho) if np.isfinite(rho) else 0.0
+        rhos.append(rho)
+        out[f"{prefix}spearman_{names[j] if names else j}"] = rho
+    if rhos:
+        out[f"{prefix}spearman_min"] = float(min(rhos))
+    valid = labels >= 0
+    if probs is not None and valid.any() and len(np.unique(labels[valid])) > 1:
+        y, p = labels[valid], probs[valid]
+        auc = roc_auc_score(y, p[:, 1]) if p.shape[1] == 2 else roc_auc_score(y, p, multi_class="ovr")
+        out[f"{prefix}auc"] = float(auc)
+        out[f"{prefix}accuracy"] = float((p.argmax(1) == y).mean())
+    return out
+
+
+def _format_row(row: Mapping[str, Any], epochs: int) -> str:
+    parts = [f"epoch {row['epoch']}/{epochs}", f"train {row['train_total']:.1f}"]
+    for key in ("val_total", "val_auc", "val_spearman_min"):
+        if key in row:
+            parts.append(f"{key[4:]} {row[key]:.3f}")
+    parts.append(f"{row['seconds']:.1f}s")
+    return "  ".join(parts)
+
+
+def heldout_summary(run_dir: str | os.PathLike, split_name: str = "test") -> dict[str, Any]:
+    """Encode a held-out split with the best model: AUC and Spearman ρ per regularized dim (μ)."""
+    from AttriVAELib.dataset import CohortDataset
+    from AttriVAELib.model import AttriVAE, ModelConfig
+    from AttriVAELib.preprocessing import PreprocessSpec
+
+    tensors, meta = load_checkpoint(run_dir, name="model")
+    config = ModelConfig.from_dict(meta["model_config"])
+    model = AttriVAE(config)
+    model.load_state_dict(split_prefix(tensors, "model"))
+    model.eval()
+    names = meta["attributes"]["names"]
+    manifest = load_manifest(meta["data"]["manifest"], attributes=names)
+    split = load_split(manifest, create=False)
+    data = CohortDataset(manifest, split[split_name], PreprocessSpec.from_dict(meta["preprocess"]))
+    mus, attrs, labels, probs = [], [], [], []
+    with torch.no_grad():
+        for batch in torch.utils.data.DataLoader(data, batch_size=32):
+            mu, _ = model.encode(batch["image"])
+            mus.append(mu)
+            attrs.append(batch["attributes"])
+            labels.append(batch["label"])
+            logits = model.classify(mu)
+            if logits is not None:
+                probs.append(class_probabilities(logits))
+    scores = latent_scores(torch.cat(mus).numpy(), torch.cat(attrs).numpy(), torch.cat(labels).numpy(),
+                           torch.cat(probs).numpy() if probs else None, config.num_regularized,
+                           names=names[: config.num_regularized])
+    return {"split": split_name, "n": len(data), "best_epoch": meta["best"]["epoch"], **scores}
+
+
+def train(data: str | os.PathLike | None, out: str | os.PathLike, *, config: dict | None = None,
+          resume: bool = False, progress: bool = True) -> dict[str, Any]:
+    """Train (or resume) a run; returns a summary. ``config`` is a resolved config (see :mod:`config`)."""
+    run_dir = Path(out)
+    ctx = init_distributed((config or {}).get("train", {}).get("device", "auto"))
+    try:
+        if resume:
+            if not (run_dir / "run.json").exists() or not (run_dir / "config.yaml").exists():
+                raise ConfigError(f"{run_dir}: not a run folder to resume (no run.json/config.yaml)")
+            run_info = json.loads((run_dir / "run.json").read_text())
+            if not (run_dir / "last.safetensors").exists():
+                raise ConfigError(f"{run_dir}: nothing to resume yet (no last.safetensors); start it again without --resume")
+            saved = load_yaml(run_dir / "config.yaml")
+            config = resolve_config(saved.pop("preset", "attri_vae"), saved, None)
+            data = run_info["data"]
+        else:
+            if config is None:
+                config = resolve_config()
+            if data is None:
+                raise ConfigError("--data is required (a manifest CSV or a folder holding manifest.csv)")
+            if (run_dir / "last.safetensors").exists():
+                raise ConfigError(f"{run_dir}: holds a run already; pass --resume to continue it or choose another --out")
+        trainer = Trainer(config, data, run_dir, resume=resume, progress=progress, ctx=ctx)
+        if ctx.is_main:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            atomic.write_text(run_dir / "config.yaml", dump_yaml(trainer.config))
+            atomic.write_json(run_dir / "run.json", {"data": str(Path(data).resolve()),
+                                                     "attributes": trainer.manifest.attribute_names,
+                                                     "labels": trainer.manifest.label_names})
+        if ctx.enabled:
+            dist.barrier()
+        summary = trainer.fit()
+        if ctx.is_main and trainer.split["test"] and (run_dir / "model.safetensors").exists():
+            held = heldout_summary(run_dir)
+            atomic.write_json(run_dir / "heldout.json", held)
+            summary["heldout"] = held
+        summary["run_dir"] = str(run_dir)
+        return summary
+    finally:
+        if ctx.enabled and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def add_train_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", type=Path, help="manifest CSV or folder holding manifest.csv")
+    p.add_argument("--out", type=Path, help="run folder")
+    p.add_argument("--config", type=Path, help="YAML file overriding the preset (sections model, loss, optim, train, data)")
+    p.add_argument("--preset", default="attri_vae", help="starting configuration (default attri_vae)")
+    p.add_argument("--epochs", type=int, help="number of epochs")
+    p.add_argument("--batch-size", type=int, help="batch size per process")
+    p.add_argument("--lr", type=float, help="Adam learning rate")
+    p.add_argument("--size", type=int, help="model input cube N (multiple of 16)")
+    p.add_argument("--device", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--precision", choices=("auto", "bf16", "fp32"), help="auto uses bf16 where it is fast")
+    p.add_argument("--seed", type=int, help="training seed")
+    p.add_argument("--resume", type=Path, metavar="RUN", help="continue an interrupted run")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    if args.resume is not None:
+        summary = train(None, args.resume, resume=True, progress=not args.quiet)
+    else:
+        if args.out is None:
+            raise ConfigError("--out is required (the run folder to create)")
+        overrides: dict[str, dict] = {}
+        for key, section, name in (("epochs", "train", "epochs"), ("batch_size", "optim", "batch_size"),
+                                   ("lr", "optim", "lr"), ("device", "train", "device"),
+                                   ("precision", "train", "precision"), ("seed", "train", "seed")):
+            value = getattr(args, key)
+            if value is not None:
+                overrides.setdefault(section, {})[name] = value
+        if args.size is not None:
+            overrides.setdefault("model", {})["input_size"] = args.size
+        file_config = load_yaml(args.config) if args.config else None
+        config = resolve_config(args.preset, file_config, overrides)
+        summary = train(args.data, args.out, config=config, progress=not args.quiet)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print_summary(summary)
+    return 0
+
+
+def print_summary(summary: Mapping[str, Any]) -> None:
+    run = Path(summary["run_dir"])
+    print(f"run folder:  {run}")
+    print(f"best model:  {run / 'model.safetensors'} (epoch {summary['best']['epoch']}, selected on the validation split)")
+    print(f"logs:        {run / 'metrics.csv'}, {run / 'tensorboard'}")
+    held = summary.get("heldout")
+    if held:
+        parts = [f"{k}={v:.3f}" for k, v in held.items() if isinstance(v, float)]
+        print(f"held-out ({held['split']}, n={held['n']}): " + "  ".join(parts))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point for ``torchrun -m AttriVAELib.train`` (same options as ``attrivae train``)."""
+    from AttriVAELib.cli import run_guarded
+
+    parser = argparse.ArgumentParser(prog="python -m AttriVAELib.train")
+    parser.add_argument("--debug", action="store_true")
+    add_train_arguments(parser)
+    args = parser.parse_args(argv)
+    args.command = "train"
+    return run_guarded(run_from_args, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
