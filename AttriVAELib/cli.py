@@ -108,6 +108,15 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_arguments(p)
     p.set_defaults(func=cmd_train)
 
+    from AttriVAELib import commands_explain as explain
+
+    for name, help_text in (("encode", "encode an image: latent values, attribute estimates, class probabilities"),
+                            ("traverse", "sweep one attribute dimension and decode (NIfTI per step + PNG strip)"),
+                            ("explain", "attribute-wise Grad-CAM, classifier map and counterfactual on an image")):
+        p = sub.add_parser(name, help=help_text)
+        getattr(explain, f"add_{name}_arguments")(p)
+        p.set_defaults(func=getattr(explain, f"run_{name}"))
+
     p = sub.add_parser("demo", help="the main job on the built-in synthetic cohort")
     p.add_argument("--out", type=Path, default=Path("demo"), help="working folder (default ./demo)")
     p.add_argument("--n", type=_positive_int, default=400, help="subjects in the synthetic cohort (default 400)")

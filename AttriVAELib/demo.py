@@ -15,16 +15,18 @@ from AttriVAELib.errors import ConfigError
 
 #: Training budget of the demo: about ten minutes on a 2-core CPU.
 DEMO_OVERRIDES = {
-    "train": {"epochs": 40, "patience": 0},
+    "train": {"epochs": 100, "patience": 0},
     "data": {"attributes": ["volume_ml", "max_axial_diameter_mm", "wall_thickness_mm", "lesion_volume_ml"]},
 }
 
 
 def run_demo(args: argparse.Namespace) -> int:
     from AttriVAELib.config import resolve_config
+    from AttriVAELib.fastpath import tune_cpu_allocator
     from AttriVAELib.synth import generate_cohort, summarize_cohort
     from AttriVAELib.train import print_summary, train
 
+    tune_cpu_allocator()
     out: Path = args.out
     cohort = out / "cohort"
     run = out / "run"

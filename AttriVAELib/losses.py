@@ -148,7 +148,9 @@ def attribute_regularization(z_reg: Tensor, attributes: Tensor, delta: float = 1
     return diff.sum(dim=(0, 1)) / pair_valid.sum(dim=(0, 1)).clamp_min(1.0)
 
 
-def classification_loss(logits: Tensor, labels: Tensor, class_weights: Sequence[float] | Tensor | None = None) -> Tensor:
+def classification_loss(
+    logits: Tensor, labels: Tensor, class_weights: Sequence[float] | Tensor | None = None
+) -> Tensor:
     """BCE-with-logits (logits (B,) or (B, 1), labels 0/1) or cross-entropy (logits (B, C)).
 
     Labels equal to -1 are ignored. With ``class_weights`` w, sample i weighs w[label_i] and
@@ -166,7 +168,7 @@ def classification_loss(logits: Tensor, labels: Tensor, class_weights: Sequence[
         raise ValueError(f"{labels.shape[0]} labels for {logits.shape[0]} logits")
     keep = labels != IGNORE_LABEL
     if bool(((labels[keep] < 0) | (labels[keep] >= num_classes)).any()):
-        raise ValueError(f"labels must be in 0..{num_classes - 1} or {IGNORE_LABEL} (unknown), got {labels.tolist()}")
+        raise ValueError(f"labels must be in 0..{num_classes - 1} or {IGNORE_LABEL} (unknown), got {sorted(set(labels.tolist()))}")
     weight = None
     if class_weights is not None:
         weight = torch.as_tensor(class_weights, dtype=torch.float32, device=logits.device).reshape(-1)

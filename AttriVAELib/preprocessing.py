@@ -61,6 +61,9 @@ class PreprocessSpec:
         apply_mask: zero the voxels outside the mask (and compute the intensity
             percentiles inside the mask only).
         percentiles: lower/upper intensity percentiles (0-100) clipped to, then scaled to [0, 1].
+            The upper default (99.99) clips only isolated spikes: a lower one (e.g. 99.5)
+            saturates small bright lesions together with the brightest normal tissue and
+            erases exactly the contrast a classifier needs.
         gamma: optional gamma applied after scaling (``x ** gamma``).
         antialias: Gaussian pre-filter (sigma = (factor - 1) / 2 voxels per axis) when the
             model grid is coarser than the source, to avoid aliasing.
@@ -71,7 +74,7 @@ class PreprocessSpec:
     margin_mm: float = 10.0
     fov_mm: float | None = None
     apply_mask: bool = False
-    percentiles: tuple[float, float] = (0.5, 99.5)
+    percentiles: tuple[float, float] = (0.5, 99.99)
     gamma: float | None = None
     antialias: bool = True
 

@@ -18,7 +18,7 @@ which means "no classifier" (VAE, β-VAE, AR-VAE).
 | vae_mlp     | 1 | 0   | –   | yes (1)        | VAE + MLP classifier                      |
 | attri_vae   | 2 | 200 | 10  | yes (1)        | paper hyperparameters (default)           |
 | published   | 2 | 10  | 100 | yes (1)        | reference code: also L1 5e-5              |
-| fast_cpu    | 2 | 200 | 10  | yes (1)        | 32³, L 16, lr 1e-3: minutes on 2 cores    |
+| fast_cpu    | 2 | 200 | 10  | yes (1)        | 32³, L 16, lr 1e-3, KL warm-up 200 steps  |
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "optim": dict(_PAPER_OPTIM),
     },
     "fast_cpu": {
-        "model": {"input_size": 32, "width": 1.0, "latent_dim": 16},
+        "model": {"input_size": 32, "width": 1.0, "latent_dim": 16, "bottleneck_channels": 16},
         "loss": {"beta": 2.0, "gamma": 200.0, "delta": 10.0, "alpha": 1.0, "kl_warmup_steps": 200},
         "optim": {"lr": 1e-3, "batch_size": 16},
     },

@@ -77,7 +77,7 @@ RANGES: dict[str, tuple[float, float]] = {
     "lesion_intensity": (0.75, 0.95),
     "noise_sd": (0.01, 0.04),
     "bias_strength": (0.0, 0.2),
-    "lesion_radius_mm": (4.0, 12.0),
+    "lesion_radius_mm": (6.0, 14.0),  # ≥ 6 mm: resolvable by a 32³ model (3.6 mm voxels)
     "lesion_azimuth_deg": (0.0, 360.0),
     "lesion_elevation_deg": (-45.0, 45.0),
 }

@@ -186,6 +186,10 @@ class Trainer:
 
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.train_model = DDP(self.model, device_ids=ids)
+        if self.config["train"]["compile"]:
+            # Compiled for training only; evaluation and checkpoints use the eager module
+            # (same parameters), so state-dict keys never carry a compile prefix.
+            self.train_model = torch.compile(self.train_model)
 
     def _setup_fast_path(self) -> None:
         from AttriVAELib.fastpath import bf16_supported
@@ -200,7 +204,6 @@ class Trainer:
         self.channels_last = bool(tcfg["channels_last"])
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last_3d)
-        self.forward_model: Callable = self.model
         self.log(f"precision {self.precision}, channels_last_3d {'on' if self.channels_last else 'off'}, "
                  f"torch.compile {'on' if tcfg['compile'] else 'off'}")
 
@@ -407,6 +410,8 @@ class Trainer:
                     self._write_metrics(writer, row)
                     if bar is None:
                         self.log(_format_row(row, epochs))
+                    elif "val_total" in row:
+                        bar.write(_format_row(row, epochs), file=sys.stderr)
                 if self.ctx.enabled:
                     dist.barrier()
                 patience = int(tcfg["patience"])
@@ -506,35 +511,58 @@ def _format_row(row: Mapping[str, Any], epochs: int) -> str:
     return "  ".join(parts)
 
 
-def heldout_summary(run_dir: str | os.PathLike, split_name: str = "test") -> dict[str, Any]:
-    """Encode a held-out split with the best model: AUC and Spearman ρ per regularized dim (μ)."""
-    from AttriVAELib.dataset import CohortDataset
+def _load_best(run_dir: str | os.PathLike):
     from AttriVAELib.model import AttriVAE, ModelConfig
-    from AttriVAELib.preprocessing import PreprocessSpec
 
     tensors, meta = load_checkpoint(run_dir, name="model")
-    config = ModelConfig.from_dict(meta["model_config"])
-    model = AttriVAE(config)
+    model = AttriVAE(ModelConfig.from_dict(meta["model_config"]))
     model.load_state_dict(split_prefix(tensors, "model"))
-    model.eval()
-    names = meta["attributes"]["names"]
-    manifest = load_manifest(meta["data"]["manifest"], attributes=names)
+    return model.eval(), tensors, meta
+
+
+@torch.no_grad()
+def encode_split(model, meta: Mapping[str, Any], split_name: str) -> dict[str, np.ndarray]:
+    """μ (N, L), class probabilities (N, C) or None, raw attributes (N, K_all), labels (N,) of a split."""
+    from AttriVAELib.dataset import CohortDataset
+    from AttriVAELib.preprocessing import PreprocessSpec
+
+    manifest = load_manifest(meta["data"]["manifest"], attributes=meta["attributes"]["names"])
     split = load_split(manifest, create=False)
     data = CohortDataset(manifest, split[split_name], PreprocessSpec.from_dict(meta["preprocess"]))
-    mus, attrs, labels, probs = [], [], [], []
-    with torch.no_grad():
-        for batch in torch.utils.data.DataLoader(data, batch_size=32):
-            mu, _ = model.encode(batch["image"])
-            mus.append(mu)
-            attrs.append(batch["attributes"])
-            labels.append(batch["label"])
-            logits = model.classify(mu)
-            if logits is not None:
-                probs.append(class_probabilities(logits))
-    scores = latent_scores(torch.cat(mus).numpy(), torch.cat(attrs).numpy(), torch.cat(labels).numpy(),
-                           torch.cat(probs).numpy() if probs else None, config.num_regularized,
-                           names=names[: config.num_regularized])
-    return {"split": split_name, "n": len(data), "best_epoch": meta["best"]["epoch"], **scores}
+    mus, probs = [], []
+    for batch in torch.utils.data.DataLoader(data, batch_size=32):
+        mu, _ = model.encode(batch["image"])
+        mus.append(mu)
+        logits = model.classify(mu)
+        if logits is not None:
+            probs.append(class_probabilities(logits))
+    return {"mu": torch.cat(mus).numpy(), "probs": torch.cat(probs).numpy() if probs else None,
+            "attributes": data.attributes.numpy().astype(np.float64), "labels": data.labels.numpy(),
+            "subjects": list(split[split_name])}
+
+
+def add_calibration(run_dir: str | os.PathLike) -> None:
+    """Fit the latent → attribute calibration on the training split and store it in the model."""
+    from AttriVAELib.calibration import AttributeCalibration
+
+    model, tensors, meta = _load_best(run_dir)
+    k = model.config.num_regularized
+    if k == 0:
+        return
+    enc = encode_split(model, meta, "train")
+    names = meta["attributes"]["names"][:k]
+    meta["calibration"] = AttributeCalibration.fit(enc["mu"][:, :k], enc["attributes"][:, :k], names).to_dict()
+    save_checkpoint(run_dir, tensors, meta, name="model")
+
+
+def heldout_summary(run_dir: str | os.PathLike, split_name: str = "test") -> dict[str, Any]:
+    """Encode a held-out split with the best model: AUC and Spearman ρ per regularized dim (μ)."""
+    model, _, meta = _load_best(run_dir)
+    enc = encode_split(model, meta, split_name)
+    k = model.config.num_regularized
+    scores = latent_scores(enc["mu"], enc["attributes"], enc["labels"], enc["probs"], k,
+                           names=meta["attributes"]["names"][:k])
+    return {"split": split_name, "n": len(enc["mu"]), "best_epoch": meta["best"]["epoch"], **scores}
 
 
 def train(data: str | os.PathLike | None, out: str | os.PathLike, *, config: dict | None = None,
@@ -569,6 +597,8 @@ def train(data: str | os.PathLike | None, out: str | os.PathLike, *, config: dic
         if ctx.enabled:
             dist.barrier()
         summary = trainer.fit()
+        if ctx.is_main and (run_dir / "model.safetensors").exists():
+            add_calibration(run_dir)
         if ctx.is_main and trainer.split["test"] and (run_dir / "model.safetensors").exists():
             held = heldout_summary(run_dir)
             atomic.write_json(run_dir / "heldout.json", held)
@@ -597,6 +627,9 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_from_args(args: argparse.Namespace) -> int:
+    from AttriVAELib.fastpath import tune_cpu_allocator
+
+    tune_cpu_allocator()  # a training process only: keeps freed activations for the next step
     if args.resume is not None:
         summary = train(None, args.resume, resume=True, progress=not args.quiet)
     else:

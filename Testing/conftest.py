@@ -25,3 +25,21 @@ def cohort_copy(tiny_cohort: Path, tmp_path: Path) -> Path:
     dst = tmp_path / "cohort"
     shutil.copytree(tiny_cohort, dst)
     return dst
+
+
+TINY_TRAIN = {
+    "model": {"input_size": 16, "latent_dim": 8, "width": 0.5},
+    "optim": {"lr": 1e-3, "batch_size": 8},
+    "train": {"epochs": 2, "precision": "fp32", "seed": 3},
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_cohort: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A run folder with a tiny trained Attri-VAE (16³, latent 8, K = 4, binary classifier)."""
+    from AttriVAELib.config import resolve_config
+    from AttriVAELib.train import train
+
+    run = tmp_path_factory.mktemp("runs") / "tiny"
+    train(tiny_cohort, run, config=resolve_config("attri_vae", TINY_TRAIN), progress=False)
+    return run
