@@ -175,7 +175,7 @@ class Explanation:
 
     Attributes:
         attribute_maps: name → Grad-CAM map of each regularized attribute (normalized to its peak).
-        classifier_map: classifier Grad-CAM (normalized) or None.
+        classifier_map: classifier Grad-CAM of the predicted class (normalized) or None.
         peaks: name → peak |value| of each raw Grad-CAM map before normalization.
         counterfactual: :class:`~AttriVAELib.counterfactual.Counterfactual` or None.
         integrated_gradients: :class:`~AttriVAELib.counterfactual.PathAttribution` or None.
@@ -190,7 +190,7 @@ class Explanation:
     notes: list[str] = field(default_factory=list)
 
 
-def explain_encoding(model, enc, *, layer: str = "auto", relu: bool = True, ig_steps: int = 32,
+def explain_encoding(model, enc, *, layer: str = "auto", relu: bool = True, ig_steps: int = 64,
                      counterfactual: bool = True, target_class: str | None = None,
                      method: str = "auto") -> Explanation:
     """Attribute-wise and classifier Grad-CAM, counterfactual and latent-path IG of one encoding.
@@ -217,10 +217,15 @@ def explain_encoding(model, enc, *, layer: str = "auto", relu: bool = True, ig_s
     notes: list[str] = []
     cf = ig = None
     if model.has_classifier:
-        raw = gradcam_maps(model, x, "classifier", layer=layer, relu=relu)[0]
-        target = 0 if model.num_classes == 2 else int(enc.predicted_class)
-        cls_map = normalize_maps(raw[target]).numpy()
-        peaks["classifier"] = float(raw[target].abs().max())
+        # Map of the predicted class. A binary head has one logit s (class 1); class 0's
+        # log-odds are −s, so its signed map is the negated one.
+        signed = gradcam_maps(model, x, "classifier", layer=layer, relu=False)[0]
+        predicted = int(enc.predicted_class)
+        raw = (-signed[0] if predicted == 0 else signed[0]) if model.num_classes == 2 else signed[predicted]
+        if relu:
+            raw = torch.relu(raw)
+        cls_map = normalize_maps(raw).numpy()
+        peaks["classifier"] = float(raw.abs().max())
         if counterfactual:
             try:
                 cf = make_counterfactual(model, enc, target_class=target_class, method=method)
@@ -248,7 +253,8 @@ def add_explain_arguments(p: argparse.ArgumentParser) -> None:
                    help="class_mean: relevant dims to the target class's training mean; flip: nearest latent "
                         "the classifier assigns to the target class (needs no data); auto: class_mean if the "
                         "training data are available")
-    p.add_argument("--ig-steps", type=int, default=32, help="points on the latent path for integrated gradients")
+    p.add_argument("--ig-steps", type=int, default=64,
+                   help="segments of the latent path for integrated gradients (default 64)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
 
 
@@ -285,7 +291,7 @@ def run_explain(args: argparse.Namespace) -> int:
             attr_rows.append((name, put(tmp, f"gradcam_{name}", f"gradcam_{_safe_name(name)}.nii.gz", m)))
         other_rows = []
         if ex.classifier_map is not None:
-            other_rows.append(("classifier Grad-CAM", put(tmp, "gradcam_classifier", "gradcam_classifier.nii.gz",
+            other_rows.append((f"classifier Grad-CAM ({enc.predicted_label})", put(tmp, "gradcam_classifier", "gradcam_classifier.nii.gz",
                                                           ex.classifier_map)))
         put(tmp, "reconstruction", "reconstruction.nii.gz", model.reconstruct(enc), rescale=True)
         signed_rows = []
@@ -314,7 +320,8 @@ def run_explain(args: argparse.Namespace) -> int:
         summary: dict[str, Any] = {
             "image": str(args.image), "model": str(model.source), "layer": layer,
             "maps": "signed, scaled to [-1, 1]" if args.signed else "ReLU, scaled to [0, 1]",
-            "peaks": ex.peaks, "files": files, "encoding": enc.to_dict(), "notes": ex.notes}
+            "peaks": ex.peaks, "classifier_map_class": enc.predicted_label, "files": files,
+            "encoding": enc.to_dict(), "notes": ex.notes}
         if ex.counterfactual is not None:
             summary["counterfactual"] = ex.counterfactual.summary(model)
         if ex.integrated_gradients is not None:

@@ -2,7 +2,9 @@
 
 Steps (each skipped when its output is already complete, so a rerun resumes):
 1. generate the phantom cohort (``DIR/cohort``);
-2. train a small Attri-VAE on it (``DIR/run``; an interrupted run is resumed).
+2. train a small Attri-VAE on it (``DIR/run``; an interrupted run is resumed);
+3. explain a few held-out subjects (``DIR/explain/<subject>``: Grad-CAM per attribute,
+   classifier map, counterfactual, on each input image's grid, with PNG montages).
 """
 
 from __future__ import annotations
@@ -32,27 +34,49 @@ def run_demo(args: argparse.Namespace) -> int:
     run = out / "run"
     t0 = time.perf_counter()
     if (cohort / "manifest.csv").exists():
-        print(f"[1/2] reusing the synthetic cohort in {cohort}")
+        print(f"[1/3] reusing the synthetic cohort in {cohort}")
     else:
-        print(f"[1/2] generating {args.n} synthetic subjects at {args.size}³ into {cohort}")
+        print(f"[1/3] generating {args.n} synthetic subjects at {args.size}³ into {cohort}")
         generate_cohort(cohort, n=args.n, size=args.size, seed=args.seed, progress=True)
     print(summarize_cohort(cohort))
 
     if (run / "model.safetensors").exists() and (run / "heldout.json").exists():
-        print(f"[2/2] a trained model is already in {run}")
+        print(f"[2/3] a trained model is already in {run}")
         import json
 
         summary = {"run_dir": str(run), "best": {"epoch": json.loads((run / "heldout.json").read_text())["best_epoch"]},
                    "heldout": json.loads((run / "heldout.json").read_text())}
     elif (run / "last.safetensors").exists():
-        print(f"[2/2] resuming the interrupted training in {run}")
+        print(f"[2/3] resuming the interrupted training in {run}")
         summary = train(None, run, resume=True)
     else:
         if run.exists() and any(run.iterdir()):
             raise ConfigError(f"{run}: exists but holds no run to resume; remove it")
-        print(f"[2/2] training a small Attri-VAE (preset fast_cpu) into {run}")
+        print(f"[2/3] training a small Attri-VAE (preset fast_cpu) into {run}")
         config = resolve_config("fast_cpu", None, DEMO_OVERRIDES)
         summary = train(cohort, run, config=config)
     print_summary(summary)
+    explain_heldout(cohort, run, out / "explain")
     print(f"main job finished in {time.perf_counter() - t0:.0f} s")
     return 0
+
+
+def explain_heldout(cohort: Path, run: Path, out: Path, n_lesion: int = 2, n_healthy: int = 1) -> list[Path]:
+    """Run ``attrivae explain`` on the first held-out (test) subjects with and without a lesion."""
+    from AttriVAELib.cli import main as cli_main
+    from AttriVAELib.manifest import load_manifest, load_split
+
+    manifest = load_manifest(cohort)
+    test = manifest.subset(load_split(manifest, create=False)["test"])
+    chosen = [r for r in test if r.label == "1"][:n_lesion] + [r for r in test if r.label == "0"][:n_healthy]
+    print(f"[3/3] explaining {len(chosen)} held-out subjects into {out}")
+    folders = []
+    for record in chosen:
+        folder = out / record.subject
+        if not (folder / "explain.json").exists():
+            code = cli_main(["explain", "--model", str(run), str(record.image), "--out", str(folder), "--overwrite"])
+            if code:
+                raise ConfigError(f"explaining {record.image} failed (exit code {code})")
+        folders.append(folder)
+        print(f"      {record.subject} (label {record.label}): {folder}/montage_attributes.png")
+    return folders

@@ -14,12 +14,13 @@ each target (tested in float64).
 
 Choice of layer (``layer=``; default ``"auto"``):
 
-* ``"conv5"`` reproduces the paper. Its map is 2×(N/16)³: with only two channels, every
-  attribute's map is ReLU of a combination of the *same two* feature maps, so maps of
-  different attributes can differ only through two weights, and a map is identically zero
-  whenever both weights are negative. On a model trained on the phantom cohort (32³), 45 %
-  of the conv5 attribute maps were all zero and the maps of different attributes had a mean
-  |correlation| of 0.93 (conv4: 8 % and 0.64; conv3: 16 % and 0.59).
+* ``"conv5"`` reproduces the paper. Its map is 2×(N/16)³ with the published
+  ``model.bottleneck_channels = 2``: every attribute's map is ReLU of a combination of the
+  *same two* feature maps, so maps of different attributes can differ only through two
+  weights, and a map is identically zero whenever both weights are negative. On a model with
+  two bottleneck channels trained on the phantom cohort (32³), 45 % of the conv5 attribute
+  maps were all zero and the maps of different attributes had a mean |correlation| of 0.93
+  (conv4: 8 % and 0.64; conv3: 16 % and 0.59).
 * ``"conv4"`` has the same (N/16)³ resolution as conv5 (conv5 has stride 1) but 64 channels,
   so attribute maps can differ; its gradient path (conv5 → MLP → μ) is short, which keeps
   Grad-CAM's linearisation faithful.
@@ -163,18 +164,19 @@ def upsample_maps(maps: Tensor, size: Sequence[int], mode: str = "aligned") -> T
     """Upsample (B, T, d, h, w) maps to (B, T, *size) by separable linear interpolation.
 
     ``mode="aligned"``: feature voxel i sits at input voxel ``i·size/d`` (its receptive-field
-    centre); ``"trilinear"``: identical to ``F.interpolate(mode="trilinear", align_corners=False)``.
+    centre); ``"trilinear"``: the same values as ``F.interpolate(mode="trilinear",
+    align_corners=False)``. Three small matrix products in the arrays' natural layout (no
+    permutes), ~2× faster than an einsum and ~3× faster than ``F.interpolate`` here.
     """
     if mode not in _UPSAMPLE_MODES:
         raise ConfigError(f"upsample mode must be one of {', '.join(_UPSAMPLE_MODES)} (got {mode!r})")
-    if mode == "trilinear":
-        b, t = maps.shape[:2]
-        out = F.interpolate(maps.reshape(b * t, 1, *maps.shape[2:]), size=tuple(size), mode="trilinear",
-                            align_corners=False)
-        return out.reshape(b, t, *size)
-    mz, my, mx = (_interp_matrix(int(n), int(m), mode, maps.dtype, maps.device)
-                  for n, m in zip(size, maps.shape[2:]))
-    return torch.einsum("btijk,zi,yj,xk->btzyx", maps, mz, my, mx)
+    b, t, d, h, w = maps.shape
+    size = tuple(int(n) for n in size)
+    mz, my, mx = (_interp_matrix(n, m, mode, maps.dtype, maps.device) for n, m in zip(size, (d, h, w)))
+    out = maps.reshape(b * t, d, h, w) @ mx.T  # (M, d, h, X)
+    out = my @ out  # (M, d, Y, X)
+    out = mz @ out.reshape(b * t, d, -1)  # (M, Z, Y·X)
+    return out.reshape(b, t, *size)
 
 
 def normalize_maps(maps: Tensor, eps: float = 1e-12) -> Tensor:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 from pathlib import Path
@@ -15,19 +14,10 @@ from AttriVAELib.io import Geometry, Volume, read_image, write_image
 
 
 def _main(argv: list[str]) -> int:
-    """The commands as ``attrivae`` runs them (parser + ``run_guarded``), wired locally."""
-    from AttriVAELib.cli import run_guarded
-    from AttriVAELib.commands_explain import COMMANDS
+    """``attrivae ARGV`` in this process (the commands are wired into AttriVAELib.cli)."""
+    from AttriVAELib.cli import main
 
-    parser = argparse.ArgumentParser(prog="attrivae")
-    parser.add_argument("--debug", action="store_true")
-    sub = parser.add_subparsers(dest="command")
-    for name, (help_text, add, run) in COMMANDS.items():
-        p = sub.add_parser(name, help=help_text)
-        add(p)
-        p.set_defaults(func=run)
-    args = parser.parse_args(argv)
-    return run_guarded(args.func, args)
+    return main(argv)
 
 
 @pytest.fixture(scope="module")
@@ -153,3 +143,25 @@ def test_bad_inputs_exit_2_with_one_line(case, tiny_run, oblique, tmp_path, caps
     if case in ("zero_steps", "negative_steps"):
         assert "--steps" in err
     assert not (tmp_path / "trav").exists() and not (tmp_path / "ex").exists()
+
+
+def test_classifier_map_is_for_the_predicted_class():
+    import torch
+
+    from AttriVAELib.commands_explain import explain_encoding
+    from AttriVAELib.gradcam import ClassifierGradCAM, normalize_maps
+    from AttriVAELib.inference import AttriVAEModel
+    from AttriVAELib.model import AttriVAE, ModelConfig
+    from AttriVAELib.synth import geometry_for_size, render_factors, sample_factors
+
+    torch.manual_seed(0)
+    net = AttriVAE(ModelConfig(input_size=16, latent_dim=8, num_regularized=2, width=0.5))
+    model = AttriVAEModel(net, {"preprocess": {"size": 16}, "labels": {"names": ["a", "b"]}}, device="cpu")
+    enc = model.encode(Volume(render_factors(sample_factors(1, seed=2), 16)[0], geometry_for_size(16)))
+    signed = ClassifierGradCAM(model, "conv2").attribute(torch.as_tensor(enc.image[None]), relu=False)[0, 0]
+    for predicted in (0, 1):
+        enc.probabilities = np.array([0.7, 0.3]) if predicted == 0 else np.array([0.3, 0.7])
+        ex = explain_encoding(model, enc, layer="conv2", counterfactual=False)
+        expected = normalize_maps(torch.relu(-signed if predicted == 0 else signed)).numpy()
+        np.testing.assert_allclose(ex.classifier_map, expected, atol=1e-6)
+        assert set(ex.attribute_maps) == {"dim_0", "dim_1"}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import shutil
 from pathlib import Path
 
@@ -65,14 +66,21 @@ def _calibrate_batchnorm(net: torch.nn.Module, size: int) -> None:
     net.eval()
 
 
-def random_model(seed: int = 0, size: int = 32, calibrated: bool = True) -> AttriVAEModel:
-    """An AttriVAEModel around a random network (non-trivial outputs), no checkpoint needed."""
-    from AttriVAELib.calibration import AttributeCalibration
+@functools.lru_cache(maxsize=None)
+def _random_network(seed: int, size: int):
     from AttriVAELib.model import AttriVAE, ModelConfig
 
     torch.manual_seed(seed)
     net = AttriVAE(ModelConfig(input_size=size, latent_dim=8, num_regularized=2, width=0.5))
     _calibrate_batchnorm(net, size)
+    return net
+
+
+def random_model(seed: int = 0, size: int = 32, calibrated: bool = True) -> AttriVAEModel:
+    """An AttriVAEModel around a random network (non-trivial outputs), no checkpoint needed."""
+    from AttriVAELib.calibration import AttributeCalibration
+
+    net = _random_network(seed, size)
     names = ["volume_ml", "wall_thickness_mm"]
     meta = {"preprocess": {"size": size}, "labels": {"names": ["healthy", "lesion"]},
             "attributes": {"names": names, "units": ["mL", "mm"], "regularized": names}}

@@ -1,0 +1,922 @@
+"""AttriVAE: interpretable 3D generative models (Attri-VAE) in 3D Slicer.
+
+The module only holds the GUI. Everything it computes is done by ``AttriVAELib`` (the engine,
+installed next to this file): ``AttriVAELogic`` below delegates to
+``AttriVAELib.slicer_logic.AttriVAESession``. ``AttriVAELib`` and its dependencies (torch, ...)
+are imported inside methods only, so Slicer can discover this module before they are
+installed; they are installed on first use, after one confirmation.
+"""
+
+import logging
+import pathlib
+import shutil
+import sys
+from typing import Annotated, Union
+
+import ctk
+import qt
+import vtk
+
+import slicer
+from slicer import vtkMRMLLabelMapVolumeNode, vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
+from slicer.i18n import tr as _
+from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
+from slicer.ScriptedLoadableModule import (
+    ScriptedLoadableModule,
+    ScriptedLoadableModuleLogic,
+    ScriptedLoadableModuleTest,
+    ScriptedLoadableModuleWidget,
+)
+from slicer.util import VTKObservationMixin
+
+# Choices shown in the combo boxes. They mirror AttriVAELib (which cannot be imported here):
+# Testing/test_slicer_module_static.py checks that they agree.
+DEVICE_CHOICES = ("auto", "cpu", "cuda")
+LAYER_CHOICES = ("auto", "conv1", "conv2", "conv3", "conv4", "conv5")
+COLORMAP_CHOICES = ("Inferno", "Viridis", "Magma", "Plasma", "ColdToHotRainbow")
+PRESET_CHOICES = ("fast_cpu", "attri_vae", "published", "ar_vae", "beta_vae", "vae", "vae_mlp")
+TRAVERSAL_UNITS = ("latent", "attribute")
+COUNTERFACTUAL_MODES = ("other class", "attribute value")
+#: Debounce of slider moves before decoding (ms).
+DECODE_DELAY_MS = 150
+#: How often the training output is drained into the log (ms).
+TRAINING_POLL_MS = 250
+
+
+#
+# AttriVAE
+#
+
+
+class AttriVAE(ScriptedLoadableModule):
+    """Module description (Slicer reads it when the module is discovered)."""
+
+    def __init__(self, parent):
+        ScriptedLoadableModule.__init__(self, parent)
+        self.parent.title = _("AttriVAE")
+        self.parent.categories = ["Explainable AI"]
+        self.parent.dependencies = []
+        self.parent.contributors = ["AttriVAE developers"]
+        self.parent.helpText = _("""
+Interpretable 3D generative models (Attri-VAE) for MRI/CT volumes.
+<ul>
+<li><b>Model</b>: use the demo model or a trained run folder; pick CPU or GPU.</li>
+<li><b>Input</b>: select a 3D volume (and optionally a labelmap or segmentation mask) and press Encode.
+The class probability and the estimated attributes are shown.</li>
+<li><b>Latent sliders</b>: each attribute-regularized latent dimension has a slider labelled with the
+attribute value it stands for; the decoded volume ("AttriVAE reconstruction") follows the sliders.</li>
+<li><b>Attention</b>: attribute-wise Grad-CAM heatmaps overlaid on the input.</li>
+<li><b>Traversal</b>: sweep one dimension into a sequence you can play.</li>
+<li><b>Counterfactual</b>: what the image would look like in the other class, or with another
+attribute value; the signed difference is overlaid.</li>
+<li><b>Train a model</b>: train on a manifest in a background process (Cancel stops it).</li>
+</ul>
+Outputs are placed on the input's exact grid and reused on every update.
+See <a href="https://github.com/attrivae/SlicerAttriVAE">the project page</a>.
+""")
+        self.parent.acknowledgementText = _("""
+Attri-VAE method: I. Cetin, M. Stephens, O. Camara, M. A. Gonzalez Ballester, "Attri-VAE: attribute-based
+interpretable representations of medical images with variational autoencoders", Computerized Medical Imaging
+and Graphics, 2023. Module structure follows the 3D Slicer scripted module template.
+""")
+
+
+#
+# Parameter node
+#
+
+
+@parameterNodeWrapper
+class AttriVAEParameterNode:
+    """Module settings saved with the scene (the widgets are bound to them by SlicerParameterName)."""
+
+    inputVolume: vtkMRMLScalarVolumeNode
+    maskNode: Union[vtkMRMLLabelMapVolumeNode, vtkMRMLSegmentationNode, None]
+    useDemoModel: bool = True
+    modelPath: pathlib.Path
+    device: Annotated[str, Choice(DEVICE_CHOICES)] = "auto"
+    cpuFallback: bool = True
+    gradcamLayer: Annotated[str, Choice(LAYER_CHOICES)] = "auto"
+    signedHeatmaps: bool = False
+    colormap: Annotated[str, Choice(COLORMAP_CHOICES)] = "Inferno"
+    opacity: Annotated[float, WithinRange(0.0, 1.0)] = 0.5
+    threshold: Annotated[float, WithinRange(0.0, 1.0)] = 0.2
+    traversalUnits: Annotated[str, Choice(TRAVERSAL_UNITS)] = "latent"
+    traversalMin: float = -2.0
+    traversalMax: float = 2.0
+    traversalSteps: Annotated[int, WithinRange(2, 64)] = 9
+    counterfactualMode: Annotated[str, Choice(COUNTERFACTUAL_MODES)] = "other class"
+    counterfactualValue: float = 0.0
+    trainManifest: pathlib.Path
+    trainOutput: pathlib.Path
+    trainPreset: Annotated[str, Choice(PRESET_CHOICES)] = "fast_cpu"
+    trainEpochs: Annotated[int, WithinRange(1, 10000)] = 60
+
+
+def _comboData(combo):
+    """User data of a combo box's current item (None when nothing is selected)."""
+    index = combo.currentIndex
+    return None if index < 0 else combo.itemData(index)
+
+
+def _pathText(path) -> str:
+    """A path parameter as text ('' when unset: an empty pathlib.Path reads as '.')."""
+    text = str(path or "").strip()
+    return "" if text in ("", ".") else text
+
+
+#
+# AttriVAEWidget
+#
+
+
+class AttriVAEWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+    """The module panel."""
+
+    def __init__(self, parent=None) -> None:
+        ScriptedLoadableModuleWidget.__init__(self, parent)
+        VTKObservationMixin.__init__(self)
+        self.logic = None
+        self._parameterNode = None
+        self._parameterNodeGuiTag = None
+        self._summary = None
+        self._sliders = {}  # dim -> (label, slider)
+        self._sliderRows = []  # (layout, label, slider)
+        self._pendingLatents = {}
+        self._updatingSliders = False
+        self._decodeTimer = None
+        self._trainingProcess = None
+        self._trainingTimer = None
+
+    # ------------------------------------------------------------------ setup
+    def setup(self) -> None:
+        ScriptedLoadableModuleWidget.setup(self)
+        uiWidget = slicer.util.loadUI(self.resourcePath("UI/AttriVAE.ui"))
+        self.layout.addWidget(uiWidget)
+        self.ui = slicer.util.childWidgetVariables(uiWidget)
+        uiWidget.setMRMLScene(slicer.mrmlScene)
+        self.logic = AttriVAELogic()
+
+        self._decodeTimer = qt.QTimer()
+        self._decodeTimer.setSingleShot(True)
+        self._decodeTimer.setInterval(DECODE_DELAY_MS)
+        self._decodeTimer.connect("timeout()", self.onDecodeTimer)
+        self._trainingTimer = qt.QTimer()
+        self._trainingTimer.setInterval(TRAINING_POLL_MS)
+        self._trainingTimer.connect("timeout()", self.onTrainingTimer)
+
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+
+        self.ui.loadModelButton.connect("clicked(bool)", self.onLoadModelButton)
+        self.ui.installDependenciesButton.connect("clicked(bool)", self.onInstallDependenciesButton)
+        self.ui.encodeButton.connect("clicked(bool)", self.onEncodeButton)
+        self.ui.restoreButton.connect("clicked(bool)", self.onRestoreButton)
+        self.ui.resetButton.connect("clicked(bool)", self.onResetButton)
+        self.ui.computeAttentionButton.connect("clicked(bool)", self.onComputeAttentionButton)
+        self.ui.heatmapComboBox.connect("currentIndexChanged(int)", self.onHeatmapStyleChanged)
+        self.ui.opacitySliderWidget.connect("valueChanged(double)", self.onHeatmapStyleChanged)
+        self.ui.thresholdSliderWidget.connect("valueChanged(double)", self.onHeatmapStyleChanged)
+        self.ui.colormapComboBox.connect("currentIndexChanged(int)", self.onHeatmapStyleChanged)
+        self.ui.traversalDimComboBox.connect("currentIndexChanged(int)", self.onTraversalDimChanged)
+        self.ui.traversalUnitsComboBox.connect("currentIndexChanged(int)", self.onTraversalDimChanged)
+        self.ui.traversalButton.connect("clicked(bool)", self.onTraversalButton)
+        self.ui.counterfactualAttributeComboBox.connect("currentIndexChanged(int)", self.onCounterfactualAttribute)
+        self.ui.counterfactualButton.connect("clicked(bool)", self.onCounterfactualButton)
+        self.ui.trainButton.connect("clicked(bool)", self.onTrainButton)
+
+        self.ui.trainProgressBar.setVisible(False)
+        self.initializeParameterNode()
+        self._updateButtonStates()
+
+    def cleanup(self) -> None:
+        """Called when the application closes and the module widget is destroyed."""
+        self.removeObservers()
+        if self._decodeTimer is not None:
+            self._decodeTimer.stop()
+        if self._trainingTimer is not None:
+            self._trainingTimer.stop()
+        if self._trainingProcess is not None and self._trainingProcess.running:
+            self._trainingProcess.cancel()
+        if self._parameterNode is not None and self._parameterNodeGuiTag is not None:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self._parameterNodeGuiTag = None
+
+    def enter(self) -> None:
+        self.initializeParameterNode()
+
+    def exit(self) -> None:
+        if self._parameterNode is not None:
+            if self._parameterNodeGuiTag is not None:
+                self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+                self._parameterNodeGuiTag = None
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameterNodeModified)
+
+    def onSceneStartClose(self, caller, event) -> None:
+        self.setParameterNode(None)
+        self._decodeTimer.stop()
+        self._pendingLatents = {}
+        if self.logic is not None:
+            self.logic.closeSession()
+        self._clearSliders()
+        self._summary = None
+
+    def onSceneEndClose(self, caller, event) -> None:
+        if self.parent.isEntered:
+            self.initializeParameterNode()
+
+    def initializeParameterNode(self) -> None:
+        self.setParameterNode(self.logic.getParameterNode())
+        if not self._parameterNode.inputVolume:
+            candidate = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
+            if candidate and not candidate.IsA("vtkMRMLLabelMapVolumeNode") \
+                    and not candidate.GetAttribute("AttriVAE.Role"):
+                self._parameterNode.inputVolume = candidate
+
+    def setParameterNode(self, inputParameterNode) -> None:
+        if self._parameterNode is not None:
+            if self._parameterNodeGuiTag is not None:
+                self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+                self._parameterNodeGuiTag = None
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameterNodeModified)
+        self._parameterNode = inputParameterNode
+        if self._parameterNode is not None:
+            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameterNodeModified)
+            self._updateButtonStates()
+
+    def _onParameterNodeModified(self, caller=None, event=None) -> None:
+        self._updateButtonStates()
+
+    def _updateButtonStates(self) -> None:
+        params = self._parameterNode
+        session = self.logic.session if self.logic is not None else None
+        hasModel = session is not None and session.model is not None
+        hasEncoding = hasModel and session.encoding is not None
+        hasInput = params is not None and params.inputVolume is not None
+        self.ui.modelPathLineEdit.enabled = params is not None and not params.useDemoModel
+        self.ui.encodeButton.enabled = hasInput
+        self.ui.encodeButton.toolTip = _("Encode the input volume") if hasInput else _("Select an input volume")
+        for button in (self.ui.resetButton, self.ui.computeAttentionButton, self.ui.traversalButton,
+                       self.ui.counterfactualButton):
+            button.enabled = hasEncoding
+        self.ui.restoreButton.enabled = self.logic is not None and self.logic.hasSavedState()
+        attributeMode = params is not None and params.counterfactualMode == COUNTERFACTUAL_MODES[1]
+        self.ui.counterfactualAttributeComboBox.enabled = attributeMode
+        self.ui.counterfactualValueSpinBox.enabled = attributeMode
+
+    # ------------------------------------------------------------------ model
+    def _modelLocation(self) -> str:
+        params = self._parameterNode
+        if params.useDemoModel:
+            return "demo"
+        location = _pathText(params.modelPath)
+        if not location:
+            raise ValueError(_("Select a model (a training run folder or its model.safetensors), or use the demo."))
+        return location
+
+    def _ensureModel(self, reload: bool = False) -> bool:
+        """Install the dependencies if needed and load the selected model; False if the user declined."""
+        if not self.logic.setupPythonRequirements(askConfirmation=True):
+            return False
+        session = self.logic.getSession()
+        location = self._modelLocation()
+        if location != "demo":
+            location = str(pathlib.Path(location).expanduser())
+        wanted = (location, self._parameterNode.device)
+        loaded = (session.model_location, session.device_request) if session.model is not None else None
+        if reload or loaded != wanted:
+            description = self.logic.loadModel(location, self._parameterNode.device, self._parameterNode.cpuFallback)
+            self.ui.modelInfoLabel.text = description
+            self._clearSliders()
+            self._summary = None
+        session.fallback_to_cpu = bool(self._parameterNode.cpuFallback)
+        self._showMessages()
+        return True
+
+    def onLoadModelButton(self) -> None:
+        with slicer.util.tryWithErrorDisplay(_("Failed to load the model."), waitCursor=True):
+            self._ensureModel(reload=True)
+        self._updateButtonStates()
+
+    def onInstallDependenciesButton(self) -> None:
+        with slicer.util.tryWithErrorDisplay(_("Failed to install the Python packages."), waitCursor=True):
+            if self.logic.setupPythonRequirements(askConfirmation=True):
+                self.ui.modelInfoLabel.text = _("All required Python packages are installed.")
+
+    def _showMessages(self) -> None:
+        session = self.logic.session
+        if session is not None and session.messages:
+            slicer.util.showStatusMessage(session.messages[-1], 5000)
+            logging.warning(session.messages[-1])
+            session.messages.clear()
+
+    # ------------------------------------------------------------------ encode
+    def onEncodeButton(self) -> None:
+        with slicer.util.tryWithErrorDisplay(_("Failed to encode the image."), waitCursor=True):
+            if not self._ensureModel():
+                return
+            params = self._parameterNode
+            summary = self.logic.encode(params.inputVolume, params.maskNode)
+            self._showEncoding(summary)
+            reconstruction = self.logic.reconstructionNode()
+            slicer.util.setSliceViewerLayers(background=reconstruction, foreground=params.inputVolume,
+                                             foregroundOpacity=0.0, fit=True)
+            self.logic.saveState()
+        self._showMessages()
+        self._updateButtonStates()
+
+    def onRestoreButton(self) -> None:
+        with slicer.util.tryWithErrorDisplay(_("Failed to restore the saved session."), waitCursor=True):
+            if not self.logic.setupPythonRequirements(askConfirmation=True):
+                return
+            state = self.logic.restoreState()
+            session = self.logic.session
+            if session is None or session.encoding is None:
+                raise ValueError(_("The scene holds no complete AttriVAE session to restore."))
+            if state.get("model") and state["model"] != "demo":
+                self._parameterNode.useDemoModel = False
+                self._parameterNode.modelPath = pathlib.Path(state["model"])
+            self._parameterNode.inputVolume = session.input_node
+            self.ui.modelInfoLabel.text = session.model.describe()
+            self._showEncoding(session.summary())
+            slicer.util.setSliceViewerLayers(background=self.logic.reconstructionNode(), fit=True)
+        self._updateButtonStates()
+
+    def _showEncoding(self, summary) -> None:
+        self._summary = summary
+        self._showPrediction(summary)
+        self._buildSliders(summary)
+        self._fillDimensionCombos(summary)
+
+    def _showPrediction(self, summary) -> None:
+        rows = []
+        if summary.get("probabilities"):
+            probs = ", ".join(f"{name}: {p:.3f}" for name, p in summary["probabilities"].items())
+            rows.append(_("<b>Predicted class</b>: {label} ({probs})").format(label=summary["predicted_label"],
+                                                                               probs=probs))
+        for item in summary["attributes"]:
+            if item["estimate"] is None:
+                continue
+            unit = f" {item['unit']}" if item["unit"] else ""
+            text = f"{item['name']}: {item['estimate']:.4g}{unit}"
+            if item["current"] is not None and abs(item["current"] - item["estimate"]) > 1e-9:
+                text += f" &rarr; {item['current']:.4g}{unit}"
+            rows.append(text)
+        self.ui.encodingLabel.text = "<br>".join(rows) if rows else _("Encoded (the model has no classifier).")
+
+    # ------------------------------------------------------------------ latent sliders
+    def _clearSliders(self) -> None:
+        for layout, label, slider in self._sliderRows:
+            layout.removeWidget(label)
+            layout.removeWidget(slider)
+            label.deleteLater()
+            slider.deleteLater()
+        self._sliderRows = []
+        self._sliders = {}
+
+    def _buildSliders(self, summary) -> None:
+        """One slider per latent dim: regularized dims first, the free dims in a collapsed section."""
+        self._clearSliders()
+        self._updatingSliders = True
+        try:
+            for item in summary["dims"]:
+                frame = self.ui.regularizedSlidersFrame if item["regularized"] else self.ui.freeSlidersFrame
+                layout = frame.layout()
+                label = qt.QLabel(item["label"])
+                label.toolTip = _("Latent dimension {dim}").format(dim=item["dim"])
+                slider = ctk.ctkSliderWidget()
+                slider.decimals = 3
+                slider.minimum = item["min"]
+                slider.maximum = item["max"]
+                slider.singleStep = max(item["step"], 1e-3)
+                slider.pageStep = slider.singleStep * 10
+                slider.value = item["value"]
+                slider.toolTip = _("Latent value (encoded: {mu:.3f})").format(mu=item["mu"])
+                slider.connect("valueChanged(double)",
+                               lambda value, dim=item["dim"]: self.onLatentSliderMoved(dim, value))
+                layout.addRow(label, slider)
+                self._sliders[item["dim"]] = (label, slider)
+                self._sliderRows.append((layout, label, slider))
+            self.ui.freeDimsCollapsibleButton.text = _("Free dimensions ({count})").format(
+                count=sum(1 for item in summary["dims"] if not item["regularized"]))
+        finally:
+            self._updatingSliders = False
+
+    def _setSliderValues(self, values) -> None:
+        self._updatingSliders = True
+        try:
+            for dim, value in enumerate(values):
+                if dim in self._sliders:
+                    label, slider = self._sliders[dim]
+                    slider.value = float(value)
+                    label.text = self.logic.dimLabel(dim, float(value))
+        finally:
+            self._updatingSliders = False
+
+    def onLatentSliderMoved(self, dim: int, value: float) -> None:
+        if self._updatingSliders:
+            return
+        self._pendingLatents[dim] = float(value)
+        label, _slider = self._sliders[dim]
+        label.text = self.logic.dimLabel(dim, float(value))
+        self._decodeTimer.start()  # restarts: decode once the slider rests for DECODE_DELAY_MS
+
+    def onDecodeTimer(self) -> None:
+        pending, self._pendingLatents = self._pendingLatents, {}
+        if not pending:
+            return
+        with slicer.util.tryWithErrorDisplay(_("Failed to decode the latent vector.")):
+            self.logic.setLatents(pending)
+            self._showPrediction(self.logic.session.summary())
+            self.logic.saveState()
+        self._showMessages()
+
+    def onResetButton(self) -> None:
+        with slicer.util.tryWithErrorDisplay(_("Failed to reset the latent vector."), waitCursor=True):
+            self._decodeTimer.stop()
+            self._pendingLatents = {}
+            self.logic.resetLatents()
+            self._setSliderValues(self.logic.session.latent)
+            self._showPrediction(self.logic.session.summary())
+            self.logic.saveState()
+
+    def _fillDimensionCombos(self, summary) -> None:
+        for combo, items in ((self.ui.traversalDimComboBox, summary["dims"]),
+                             (self.ui.counterfactualAttributeComboBox, summary["attributes"])):
+            wasBlocked = combo.blockSignals(True)
+            combo.clear()
+            for item in items:
+                name = item["name"]
+                combo.addItem(f"{name} ({item['unit']})" if item.get("unit") else name, item["dim"])
+            combo.blockSignals(wasBlocked)
+        self.onTraversalDimChanged()
+        self.onCounterfactualAttribute()
+
+    # ------------------------------------------------------------------ attention
+    def onComputeAttentionButton(self) -> None:
+        with slicer.util.tryWithErrorDisplay(_("Failed to compute the attention maps."), waitCursor=True):
+            params = self._parameterNode
+            maps = self.logic.computeAttention(params.gradcamLayer, params.signedHeatmaps, params.colormap,
+                                               params.threshold, params.opacity)
+            wasBlocked = self.ui.heatmapComboBox.blockSignals(True)
+            self.ui.heatmapComboBox.clear()
+            for name in maps:
+                self.ui.heatmapComboBox.addItem(name)
+            self.ui.heatmapComboBox.blockSignals(wasBlocked)
+            self.onHeatmapStyleChanged()
+        self._showMessages()
+
+    def onHeatmapStyleChanged(self, *args) -> None:
+        """Show the selected heatmap with the current colour table, opacity and threshold (no recompute)."""
+        session = self.logic.session if self.logic is not None else None
+        name = self.ui.heatmapComboBox.currentText
+        if session is None or not name or name not in session.heatmaps:
+            return
+        with slicer.util.tryWithErrorDisplay(_("Failed to show the attention map.")):
+            colormap = self.ui.colormapComboBox.currentText or None
+            if session.heatmap_signed and colormap == COLORMAP_CHOICES[0]:
+                colormap = None  # signed maps default to a diverging table
+            self.logic.showHeatmap(name, opacity=self.ui.opacitySliderWidget.value,
+                                   threshold=self.ui.thresholdSliderWidget.value, colormap=colormap)
+            slicer.util.setSliceViewerLayers(background=session.input_node, foreground=session.heatmaps[name],
+                                             foregroundOpacity=self.ui.opacitySliderWidget.value)
+
+    # ------------------------------------------------------------------ traversal
+    def onTraversalDimChanged(self, *args) -> None:
+        """Default traversal range: the slider range (latent) or the calibrated range (attribute)."""
+        summary = self._summary
+        dim = _comboData(self.ui.traversalDimComboBox)
+        if summary is None or dim is None or self._parameterNode is None:
+            return
+        item = summary["dims"][int(dim)]
+        low, high = item["min"], item["max"]
+        if self.ui.traversalUnitsComboBox.currentText == "attribute":
+            ranges = [a["range"] for a in summary["attributes"] if a["dim"] == int(dim)]
+            if ranges and ranges[0]:
+                low, high = ranges[0]
+        self._parameterNode.traversalMin = float(low)
+        self._parameterNode.traversalMax = float(high)
+
+    def onTraversalButton(self) -> None:
+        with slicer.util.tryWithErrorDisplay(_("Failed to create the traversal."), waitCursor=True):
+            params = self._parameterNode
+            dim = _comboData(self.ui.traversalDimComboBox)
+            if dim is None:
+                raise ValueError(_("Encode an image first."))
+            sequence = self.logic.createTraversal(int(dim), params.traversalMin, params.traversalMax,
+                                                  params.traversalSteps, params.traversalUnits)
+            browser = self.logic.session.traversal_browser
+            if browser is not None:
+                proxy = browser.GetProxyNode(sequence)
+                if proxy is not None:
+                    slicer.util.setSliceViewerLayers(background=proxy, foreground=None, fit=True)
+                sequences = getattr(slicer.modules, "sequences", None)
+                if sequences is not None and hasattr(sequences, "setToolBarActiveBrowserNode"):
+                    sequences.setToolBarActiveBrowserNode(browser)
+            slicer.util.showStatusMessage(_("Traversal ready: play it with the Sequences toolbar."), 5000)
+        self._showMessages()
+
+    # ------------------------------------------------------------------ counterfactual
+    def onCounterfactualAttribute(self, *args) -> None:
+        summary = self._summary
+        dim = _comboData(self.ui.counterfactualAttributeComboBox)
+        if summary is None or dim is None or self._parameterNode is None:
+            return
+        item = summary["attributes"][int(dim)]
+        if item["estimate"] is not None:
+            self._parameterNode.counterfactualValue = float(item["estimate"])
+
+    def onCounterfactualButton(self) -> None:
+        with slicer.util.tryWithErrorDisplay(_("Failed to compute the counterfactual."), waitCursor=True):
+            params = self._parameterNode
+            if params.counterfactualMode == COUNTERFACTUAL_MODES[1]:
+                name = self._summary["attributes"][int(_comboData(self.ui.counterfactualAttributeComboBox))]["name"]
+                node = self.logic.computeCounterfactual("attribute", name, params.counterfactualValue,
+                                                        opacity=params.opacity)
+            else:
+                node = self.logic.computeCounterfactual("other_class", opacity=params.opacity)
+            slicer.util.setSliceViewerLayers(background=params.inputVolume, foreground=node,
+                                             foregroundOpacity=params.opacity)
+            result = self.logic.session.last_counterfactual or {}
+            text = _("Moved: {dims}").format(dims=", ".join(result.get("moved", {})))
+            if result.get("probabilities_counterfactual"):
+                probs = ", ".join(f"{p:.3f}" for p in result["probabilities_counterfactual"])
+                text += "<br>" + _("Class probabilities after: {probs}").format(probs=probs)
+            self.ui.counterfactualLabel.text = text
+        self._showMessages()
+
+    # ------------------------------------------------------------------ training
+    def onTrainButton(self) -> None:
+        if self._trainingProcess is not None and self._trainingProcess.running:
+            self._trainingProcess.cancel()
+            self.ui.trainLogTextEdit.appendPlainText(_("Cancelling..."))
+            return
+        with slicer.util.tryWithErrorDisplay(_("Failed to start training.")):
+            if not self.logic.setupPythonRequirements(askConfirmation=True):
+                return
+            params = self._parameterNode
+            process = self.logic.startTraining(_pathText(params.trainManifest), _pathText(params.trainOutput),
+                                               params.trainPreset, params.trainEpochs, params.device)
+            self._trainingProcess = process
+            self.ui.trainLogTextEdit.clear()
+            self.ui.trainLogTextEdit.appendPlainText(" ".join(process.command))
+            self.ui.trainProgressBar.setVisible(True)
+            self.ui.trainProgressBar.setRange(0, 0)  # busy until the first epoch is reported
+            self.ui.trainButton.text = _("Cancel")
+            self.ui.trainButton.toolTip = _("Stop the training process")
+            self._trainingTimer.start()
+
+    def onTrainingTimer(self) -> None:
+        """Drain the training output on the main thread; finish up when the process has exited."""
+        process = self._trainingProcess
+        if process is None:
+            self._trainingTimer.stop()
+            return
+        for line in process.poll():
+            self.ui.trainLogTextEdit.appendPlainText(line)
+        if process.progress is not None:
+            done, total = process.progress
+            self.ui.trainProgressBar.setRange(0, total)
+            self.ui.trainProgressBar.setValue(done)
+        if process.running:
+            return
+        self._trainingTimer.stop()
+        self._trainingProcess = None
+        self.ui.trainButton.text = _("Train")
+        self.ui.trainButton.toolTip = _("Train a model in a background process")
+        self.ui.trainProgressBar.setVisible(False)
+        output = _pathText(self._parameterNode.trainOutput)
+        if process.cancelled:
+            self.ui.trainLogTextEdit.appendPlainText(_("Training cancelled."))
+        elif process.returncode == 0:
+            self.ui.trainLogTextEdit.appendPlainText(_("Training finished: {path}").format(path=output))
+            self._parameterNode.useDemoModel = False
+            self._parameterNode.modelPath = pathlib.Path(output)
+            slicer.util.showStatusMessage(_("Training finished; press 'Load model' to use it."), 5000)
+        else:
+            tail = "\n".join(process.log[-5:])
+            slicer.util.errorDisplay(_("Training failed (exit code {code}).").format(code=process.returncode),
+                                     detailedText=tail)
+
+
+#
+# AttriVAELogic
+#
+
+
+class AttriVAELogic(ScriptedLoadableModuleLogic):
+    """Computation, usable without the widget (e.g. from the Python console or a test).
+
+    Delegates to ``AttriVAELib.slicer_logic.AttriVAESession``; ``session`` is created on first use.
+    """
+
+    def __init__(self) -> None:
+        ScriptedLoadableModuleLogic.__init__(self)
+        self.session = None
+
+    def getParameterNode(self):
+        return AttriVAEParameterNode(super().getParameterNode())
+
+    # ------------------------------------------------------------------ dependencies
+    def setupPythonRequirements(self, askConfirmation: bool = True) -> bool:
+        """Install torch (through the PyTorch extension) and the other packages if missing.
+
+        One confirmation for everything; no prompt and no installation while Slicer runs its
+        tests (the testing environment must provide the packages). Returns True when all
+        requirements are importable.
+        """
+        from AttriVAELib.slicer_logic import missing_requirements
+
+        missing = missing_requirements()
+        if not missing:
+            return True
+        if slicer.app.testingEnabled():
+            logging.warning("AttriVAE: missing Python packages in testing mode: %s", ", ".join(missing))
+            return False
+        if askConfirmation and not slicer.util.confirmOkCancelDisplay(
+                _("AttriVAE needs these Python packages, which will be downloaded and installed now "
+                  "(this can take several minutes):\n\n{packages}").format(packages="\n".join(missing)),
+                windowTitle=_("Install Python packages")):
+            return False
+        if any(req.startswith("torch") for req in missing):
+            try:
+                import PyTorchUtils
+            except ModuleNotFoundError:
+                raise RuntimeError(_("AttriVAE needs the PyTorch extension: install it from the Extensions Manager "
+                                     "and restart Slicer.")) from None
+            torch = PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=False,
+                                                                  torchVersionRequirement=">=2.1")
+            if torch is None:
+                return False
+        rest = [req for req in missing if not req.startswith("torch")]
+        if rest:
+            self._pipInstall(rest)
+        still = missing_requirements()
+        if still:
+            raise RuntimeError(_("These Python packages could not be installed: {packages}").format(
+                packages=", ".join(still)))
+        return True
+
+    @staticmethod
+    def _pipInstall(requirements) -> None:
+        """``pip_ensure`` of Slicer's packaging helpers when present, else ``slicer.util.pip_install``."""
+        helpers = None
+        for name in ("slicer.packaging", "slicer.pydeps"):
+            try:
+                helpers = __import__(name, fromlist=["pip_ensure"])
+                break
+            except ImportError:
+                continue
+        pipEnsure = getattr(helpers, "pip_ensure", None)
+        if pipEnsure is not None:
+            from packaging.requirements import Requirement
+
+            try:
+                pipEnsure([Requirement(r) for r in requirements], prompt_install=False, requester="AttriVAE")
+            except TypeError:  # an older signature: it asks once more
+                pipEnsure([Requirement(r) for r in requirements])
+        else:
+            slicer.util.pip_install(" ".join(requirements))
+
+    # ------------------------------------------------------------------ session
+    def getSession(self):
+        from AttriVAELib.slicer_logic import AttriVAESession
+
+        if self.session is None or self.session.scene is not slicer.mrmlScene:
+            self.session = AttriVAESession(slicer.mrmlScene)
+        return self.session
+
+    def closeSession(self) -> None:
+        """Forget the encoding and output nodes (the scene is closing); keep the loaded model."""
+        session = self.session
+        if session is not None:
+            session.input_node = session.mask_node = session.encoding = session.latent = None
+            session.reconstruction_node = None
+            session.heatmaps = {}
+
+    def loadModel(self, location: str = "demo", device: str = "auto", cpuFallback: bool = True) -> str:
+        return self.getSession().load_model(location, device, fallback_to_cpu=cpuFallback)
+
+    def encode(self, inputVolume, maskNode=None):
+        return self.getSession().encode(inputVolume, maskNode)
+
+    def reconstructionNode(self):
+        """The reconstruction node of the current latent vector (decoded if there is none yet)."""
+        session = self.getSession()
+        node = session.reconstruction_node
+        if node is None or node.GetScene() is None:
+            node = session.update_reconstruction()
+        return node
+
+    def setLatents(self, values):
+        return self.getSession().set_latents(values, preview=True)
+
+    def resetLatents(self):
+        return self.getSession().reset()
+
+    def dimLabel(self, dim: int, value: float) -> str:
+        return self.getSession().dim_label(dim, value)
+
+    def computeAttention(self, layer: str = "auto", signed: bool = False, colormap=None, threshold: float = 0.2,
+                         opacity: float = 0.5):
+        if signed and colormap == COLORMAP_CHOICES[0]:
+            colormap = None  # a diverging table for signed maps
+        return self.getSession().attention(layer, relu=not signed, colormap=colormap, threshold=threshold,
+                                           opacity=opacity)
+
+    def showHeatmap(self, name: str, opacity=None, threshold=None, colormap=None):
+        return self.getSession().show_heatmap(name, opacity=opacity, threshold=threshold, colormap=colormap)
+
+    def computeCounterfactual(self, mode: str = "other_class", attribute=None, value=None, opacity: float = 0.5):
+        target = mode if mode == "other_class" else ("attribute", attribute, value)
+        return self.getSession().counterfactual(target, opacity=opacity)
+
+    def createTraversal(self, dim: int, low: float, high: float, steps: int, units: str = "latent"):
+        """The traversal sequence node (its browser: ``session.traversal_browser``)."""
+        return self.getSession().traversal(dim, low, high, steps, units=units)
+
+    def saveState(self):
+        return self.getSession().save_state()
+
+    @staticmethod
+    def hasSavedState() -> bool:
+        """Whether the scene holds a latent vector saved by ``saveState`` (read without importing AttriVAELib)."""
+        node = slicer.mrmlScene.GetSingletonNode("AttriVAE", "vtkMRMLScriptedModuleNode")
+        return node is not None and node.GetParameter("json.latent") not in ("", "null")
+
+    def restoreState(self):
+        return self.getSession().restore_state()
+
+    # ------------------------------------------------------------------ training
+    @staticmethod
+    def pythonExecutable() -> str:
+        """The Python that runs the training process (Slicer's PythonSlicer launcher when available)."""
+        return shutil.which("PythonSlicer") or sys.executable
+
+    def startTraining(self, manifest: str, output: str, preset: str = "fast_cpu", epochs: int = 60,
+                      device: str = "auto"):
+        """Start ``python -m AttriVAELib.cli train`` in the background; return its TrainingProcess."""
+        from AttriVAELib.slicer_logic import TrainingProcess, training_command, training_environment
+
+        command = training_command(manifest, output, preset=preset, epochs=epochs, device=device,
+                                   python=self.pythonExecutable())
+        return TrainingProcess(command, env=training_environment())
+
+
+#
+# AttriVAETest
+#
+
+
+class AttriVAETest(ScriptedLoadableModuleTest):
+    """Runs inside Slicer (Developer mode: Reload and Test, or ctest): the real application, GUI and views."""
+
+    def setUp(self):
+        slicer.mrmlScene.Clear()
+
+    def runTest(self):
+        self.setUp()
+        self.test_AttriVAELogic()
+        self.setUp()
+        self.test_AttriVAEWidget()
+
+    # ------------------------------------------------------------------ helpers
+    def _modelFolder(self) -> str:
+        """The shipped demo model, else a tiny model trained here (about 20 s on a CPU)."""
+        from AttriVAELib.slicer_logic import find_demo_model
+
+        try:
+            return str(find_demo_model())
+        except Exception:  # the demo model is not shipped in this build
+            pass
+        from AttriVAELib.config import resolve_config
+        from AttriVAELib.synth import generate_cohort
+        from AttriVAELib.train import train
+
+        root = pathlib.Path(slicer.app.temporaryPath) / "AttriVAETest"
+        run = root / "run"
+        if not (run / "model.safetensors").exists():
+            if root.exists():
+                shutil.rmtree(root)
+            generate_cohort(root / "cohort", n=24, size=32, seed=1, workers=1, progress=False)
+            config = resolve_config("attri_vae", {"model": {"input_size": 16, "latent_dim": 8, "width": 0.5},
+                                                  "optim": {"batch_size": 8},
+                                                  "train": {"epochs": 1, "precision": "fp32"}})
+            train(root / "cohort", run, config=config, progress=False)
+        return str(run)
+
+    def _obliquePhantom(self, name: str = "AttriVAE test phantom"):
+        """A synthetic subject on an oblique grid with anisotropic spacing."""
+        import numpy as np
+
+        from AttriVAELib.synth import render_subject
+
+        _row, image, _wall, _lesion = render_subject(7, 40, seed=0)
+        array = (image[4:36, 2:38, :] * 1000.0).astype(np.float32)  # (k, j, i)
+        c, s = np.cos(np.radians(20.0)), np.sin(np.radians(20.0))
+        rotation = np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+        ijkToRAS = np.eye(4)
+        ijkToRAS[:3, :3] = rotation @ np.diag([2.1, 1.8, 2.9])
+        ijkToRAS[:3, 3] = [-40.0, 25.0, -12.0]
+        return slicer.util.addVolumeFromArray(array, ijkToRAS=ijkToRAS, name=name)
+
+    def _assertSameGrid(self, node, reference):
+        import numpy as np
+
+        a, b = vtk.vtkMatrix4x4(), vtk.vtkMatrix4x4()
+        node.GetIJKToRASMatrix(a)
+        reference.GetIJKToRASMatrix(b)
+        for r in range(4):
+            for c in range(4):
+                self.assertAlmostEqual(a.GetElement(r, c), b.GetElement(r, c), places=6)
+        self.assertEqual(node.GetImageData().GetDimensions(), reference.GetImageData().GetDimensions())
+        self.assertTrue(np.isfinite(slicer.util.arrayFromVolume(node)).all())
+
+    # ------------------------------------------------------------------ tests
+    def test_AttriVAELogic(self):
+        import numpy as np
+
+        self.delayDisplay("Starting the logic test")
+        logic = AttriVAELogic()
+        if not logic.setupPythonRequirements(askConfirmation=False):
+            self.skipTest("AttriVAE's Python packages are not installed in this testing environment")
+        volume = self._obliquePhantom()
+        logic.loadModel(self._modelFolder(), "auto", cpuFallback=True)
+        summary = logic.encode(volume)
+        self.assertEqual(len(summary["dims"]), logic.session.model.latent_size)
+        self.assertAlmostEqual(sum(summary["probabilities"].values()), 1.0, places=4)
+
+        reconstruction = logic.reconstructionNode()
+        self._assertSameGrid(reconstruction, volume)
+        before = slicer.util.arrayFromVolume(reconstruction).copy()
+        nodeCount = slicer.mrmlScene.GetNumberOfNodes()
+        first = summary["dims"][0]
+        moved = logic.setLatents({0: first["max"]})
+        self.assertEqual(moved.GetID(), reconstruction.GetID())
+        self.assertEqual(slicer.mrmlScene.GetNumberOfNodes(), nodeCount)
+        self.assertGreater(float(np.abs(slicer.util.arrayFromVolume(moved) - before).max()), 0.0)
+
+        maps = logic.computeAttention(threshold=0.2, opacity=0.5)
+        for name, node in maps.items():
+            self._assertSameGrid(node, volume)
+            values = slicer.util.arrayFromVolume(node)
+            self.assertGreaterEqual(float(values.min()), -1e-6, name)
+            self.assertLessEqual(float(values.max()), 1.0 + 1e-6, name)
+            # Slicer's own Inferno colour table (not a hand-built copy) is used in the application
+            self.assertEqual(node.GetDisplayNode().GetColorNodeID(), "vtkMRMLColorTableNodeFileInferno.txt")
+        shown = next(iter(maps.values()))
+        composite = slicer.app.layoutManager().sliceWidget("Red").sliceLogic().GetSliceCompositeNode()
+        self.assertEqual(composite.GetForegroundVolumeID(), shown.GetID())
+        self.assertEqual(composite.GetBackgroundVolumeID(), volume.GetID())
+
+        difference = logic.computeCounterfactual("other_class")
+        self._assertSameGrid(difference, volume)
+        sequence = logic.createTraversal(0, first["min"], first["max"], 5)
+        browser = logic.session.traversal_browser
+        self.assertEqual(sequence.GetNumberOfDataNodes(), 5)
+        self.assertIsNotNone(browser)
+        self.assertIsNotNone(browser.GetProxyNode(sequence))
+        self.delayDisplay("Logic test passed")
+
+    def test_AttriVAEWidget(self):
+        self.delayDisplay("Starting the widget test")
+        logic = AttriVAELogic()
+        if not logic.setupPythonRequirements(askConfirmation=False):
+            self.skipTest("AttriVAE's Python packages are not installed in this testing environment")
+        volume = self._obliquePhantom()
+        modelFolder = self._modelFolder()
+        slicer.util.selectModule("AttriVAE")
+        widget = slicer.modules.AttriVAEWidget
+        params = widget._parameterNode
+        params.useDemoModel = False
+        params.modelPath = pathlib.Path(modelFolder)
+        params.inputVolume = volume
+        widget.ui.encodeButton.click()
+        session = widget.logic.session
+        self.assertIsNotNone(session.encoding)
+        latentSize = session.model.latent_size
+        self.assertEqual(len(widget._sliders), latentSize)
+
+        # a slider move is decoded once the slider rests (debounced)
+        label, slider = widget._sliders[0]
+        before = float(session.latent[0])
+        farther = slider.maximum if abs(slider.maximum - before) > abs(slider.minimum - before) else slider.minimum
+        slider.value = farther
+        self.assertIn(": ", label.text)
+        self.delayDisplay("Waiting for the debounced decode", DECODE_DELAY_MS * 4)
+        self.assertAlmostEqual(float(session.latent[0]), slider.value, places=3)
+        widget.ui.resetButton.click()
+        self.assertAlmostEqual(float(session.latent[0]), before, places=4)
+
+        widget.ui.computeAttentionButton.click()
+        self.assertGreater(widget.ui.heatmapComboBox.count, 0)
+        widget.ui.opacitySliderWidget.value = 0.3
+        composite = slicer.app.layoutManager().sliceWidget("Red").sliceLogic().GetSliceCompositeNode()
+        self.assertAlmostEqual(composite.GetForegroundOpacity(), 0.3, places=3)
+
+        params.traversalSteps = 3
+        widget.ui.traversalButton.click()
+        sequence = slicer.mrmlScene.GetFirstNode("AttriVAE traversal", "vtkMRMLSequenceNode")
+        self.assertEqual(sequence.GetNumberOfDataNodes(), 3)
+        self.delayDisplay("Widget test passed")

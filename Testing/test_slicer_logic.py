@@ -1,0 +1,481 @@
+"""AttriVAELib.slicer_logic (the Slicer module's GUI-free logic) against a real MRML scene.
+
+Uses the slicer-core wheel's ``vtkMRMLScene`` (no mocks of MRML) and the ``tiny_run``
+checkpoint (16³, latent 8, K = 4, binary classifier).
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+slicer = pytest.importorskip("slicer", reason="needs the slicer-core wheel (pip install slicer-core)")
+vtk = pytest.importorskip("vtk")
+from vtk.util import numpy_support  # noqa: E402
+
+from AttriVAELib import mrml  # noqa: E402
+from AttriVAELib import slicer_logic as sl  # noqa: E402
+from AttriVAELib.errors import AttriVAEError, CheckpointError, ConfigError, InputError  # noqa: E402
+from AttriVAELib.io import Geometry, Volume  # noqa: E402
+from AttriVAELib.slicer_logic import AttriVAESession  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# ---------------------------------------------------------------------------------- helpers
+
+
+def _rotation(axis: str, degrees: float) -> np.ndarray:
+    c, s = np.cos(np.radians(degrees)), np.sin(np.radians(degrees))
+    if axis == "x":
+        return np.array([[1, 0, 0], [0, c, -s], [0, s, c]])
+    return np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]])
+
+
+def oblique_phantom(size=(22, 20, 14)) -> Volume:
+    """A phantom (hollow shell) on an oblique grid with anisotropic spacing (LPS)."""
+    from AttriVAELib.synth import render_subject
+
+    _, image, _, _ = render_subject(5, 24, seed=2)
+    i, j, k = size
+    array = np.ascontiguousarray(image[5:5 + k, 2:2 + j, 1:1 + i]).astype(np.float32) * 1000.0
+    direction = _rotation("z", 25.0) @ _rotation("x", -15.0)
+    geometry = Geometry(size=size, spacing=(3.1, 3.4, 4.9), origin=(-31.0, 22.5, 14.0),
+                        direction=tuple(float(v) for v in direction.ravel()))
+    return Volume(array, geometry)
+
+
+def ijk_to_ras(node) -> np.ndarray:
+    m = vtk.vtkMatrix4x4()
+    node.GetIJKToRASMatrix(m)
+    return np.array([[m.GetElement(r, c) for c in range(4)] for r in range(4)])
+
+
+def assert_same_grid(node, reference) -> None:
+    np.testing.assert_allclose(ijk_to_ras(node), ijk_to_ras(reference), atol=1e-9, rtol=0)
+    assert node.GetImageData().GetDimensions() == reference.GetImageData().GetDimensions()
+    assert node.GetTransformNodeID() == reference.GetTransformNodeID()
+
+
+def array_of(node) -> np.ndarray:
+    return slicer.util.arrayFromVolume(node).copy()
+
+
+def raw_node(scene, array: np.ndarray, cls=None, components: int = 1):
+    node = (cls or slicer.vtkMRMLScalarVolumeNode)()
+    image = vtk.vtkImageData()
+    if components == 1:
+        k, j, i = array.shape
+        flat = np.ascontiguousarray(array).ravel()
+    else:
+        k, j, i, _ = array.shape
+        flat = np.ascontiguousarray(array).reshape(-1, components)
+    image.SetDimensions(i, j, k)
+    image.GetPointData().SetScalars(numpy_support.numpy_to_vtk(flat, deep=True))
+    node.SetAndObserveImageData(image)
+    node.SetName("raw")
+    scene.AddNode(node)
+    return node
+
+
+def one_line(excinfo, *words: str) -> None:
+    message = str(excinfo.value)
+    assert message and "\n" not in message, message
+    for word in words:
+        assert word in message, message
+
+
+@pytest.fixture()
+def scene():
+    return slicer.vtkMRMLScene()
+
+
+@pytest.fixture()
+def input_node(scene):
+    """The oblique phantom under a linear transform, so outputs must follow both."""
+    node = mrml.update_volume_node(scene, oblique_phantom(), "phantom", role="input")
+    transform = slicer.vtkMRMLLinearTransformNode()
+    scene.AddNode(transform)
+    matrix = vtk.vtkMatrix4x4()
+    matrix.SetElement(0, 3, 12.0)
+    transform.SetMatrixTransformToParent(matrix)
+    node.SetAndObserveTransformNodeID(transform.GetID())
+    return node
+
+
+@pytest.fixture(scope="module")
+def loaded_model(tiny_run):
+    """One model load shared by the tests (sessions get it assigned)."""
+    session = AttriVAESession(slicer.vtkMRMLScene())
+    session.load_model(tiny_run, "cpu")
+    return session.model, str(tiny_run)
+
+
+@pytest.fixture()
+def session(scene, loaded_model):
+    s = AttriVAESession(scene)
+    s.model, s.model_location = loaded_model
+    s.device_request = "cpu"
+    return s
+
+
+# ---------------------------------------------------------------------------------- encode / decode
+
+
+def test_encode_summary_and_reconstruction_on_input_grid(session, input_node, scene):
+    summary = session.encode(input_node)
+    model = session.model
+    assert set(summary["probabilities"]) == set(model.label_names)
+    assert abs(sum(summary["probabilities"].values()) - 1) < 1e-5
+    assert [a["name"] for a in summary["attributes"]] == model.attribute_names
+    for item in summary["attributes"]:
+        assert item["unit"] in model.attribute_units and np.isfinite(item["estimate"])
+    dims = summary["dims"]
+    assert len(dims) == model.latent_size
+    assert [d["regularized"] for d in dims] == [d < model.num_regularized for d in range(model.latent_size)]
+    for d in dims:
+        assert d["min"] <= d["mu"] <= d["max"] and d["min"] < d["max"] and d["step"] > 0
+        assert d["value"] == pytest.approx(d["mu"])
+    first = dims[0]
+    assert first["label"].startswith(f"{first['name']} ({first['unit']}): ")
+    assert dims[-1]["label"].startswith(f"dim {model.latent_size - 1} (latent): ")
+
+    recon = session.update_reconstruction()
+    assert recon.GetName() == sl.NODE_NAMES["reconstruction"]
+    assert_same_grid(recon, input_node)
+    values = array_of(recon)
+    assert np.isfinite(values).all() and values.std() > 0
+
+
+def test_slider_moves_reuse_one_node_and_change_values(session, input_node, scene):
+    session.encode(input_node)
+    recon = session.update_reconstruction()
+    before = array_of(recon)
+    count = scene.GetNumberOfNodes()
+    lo, hi = session.slider_ranges()[0]
+    node_a = session.set_latent(0, lo)
+    a = array_of(node_a)
+    node_b = session.set_latent(0, hi)
+    b = array_of(node_b)
+    node_c = session.set_latent(session.model.attribute_names[1], session.summary()["attributes"][1]["range"][1],
+                                units="attribute")
+    assert node_a.GetID() == node_b.GetID() == node_c.GetID() == recon.GetID()
+    assert scene.GetNumberOfNodes() == count
+    assert np.abs(a - b).max() > 1e-3
+    assert session.latent[0] == pytest.approx(hi)
+    assert_same_grid(node_b, input_node)
+    reset = session.reset()
+    assert reset.GetID() == recon.GetID()
+    np.testing.assert_allclose(array_of(reset), before, atol=0.05 * (np.ptp(before) + 1e-6))
+    np.testing.assert_allclose(session.latent, session.encoding.mu)
+
+
+def test_attention_heatmaps_one_node_each_with_inferno_display(session, input_node, scene):
+    session.encode(input_node)
+    maps = session.attention(threshold=0.3, opacity=0.6)
+    assert set(maps) == {*session.model.attribute_names, "classifier"}
+    for name, node in maps.items():
+        assert node.GetName() == f"{sl.NODE_NAMES['heatmap']}: {name}"
+        assert_same_grid(node, input_node)
+        values = array_of(node)
+        assert np.isfinite(values).all() and values.min() >= -1e-6 and values.max() <= 1 + 1e-6
+        display = node.GetDisplayNode()
+        assert display.GetColorNode().GetName() == "Inferno"
+        assert not display.GetAutoWindowLevel()
+        assert display.GetWindowLevelMin() == pytest.approx(0.0) and display.GetWindowLevelMax() == pytest.approx(1.0)
+        assert display.GetApplyThreshold() and display.GetLowerThreshold() == pytest.approx(0.3)
+        assert display.GetOpacity() == pytest.approx(0.6)
+    count = scene.GetNumberOfNodes()
+    again = session.attention()
+    assert {n: m.GetID() for n, m in again.items()} == {n: m.GetID() for n, m in maps.items()}
+    assert scene.GetNumberOfNodes() == count
+    # restyling without recomputing
+    node = session.show_heatmap("classifier", threshold=0.5, opacity=0.4)
+    assert node.GetDisplayNode().GetLowerThreshold() == pytest.approx(0.5)
+    with pytest.raises(ConfigError) as exc:
+        session.show_heatmap("nope")
+    one_line(exc, "nope")
+
+    signed = session.attention(relu=False)
+    values = array_of(signed[session.model.attribute_names[0]])
+    assert values.min() >= -1 - 1e-6 and values.max() <= 1 + 1e-6
+    assert signed["classifier"].GetDisplayNode().GetColorNode().GetName() == "ColdToHotRainbow"
+
+
+def test_counterfactual_difference_is_signed_and_on_input_grid(session, input_node):
+    session.encode(input_node)
+    node = session.counterfactual("other_class")
+    assert node.GetName() == sl.NODE_NAMES["difference"]
+    assert_same_grid(node, input_node)
+    values = array_of(node)
+    assert np.isfinite(values).all()
+    display = node.GetDisplayNode()
+    assert display.GetColorNode().GetName() == "ColdToHotRainbow"
+    assert display.GetWindowLevelMin() == pytest.approx(-display.GetWindowLevelMax())
+    summary = session.last_counterfactual
+    assert summary["dims"] and len(summary["probabilities_counterfactual"]) == 2
+
+    name = session.model.attribute_names[2]
+    again = session.counterfactual(("attribute", name, session.summary()["attributes"][2]["range"][1]))
+    assert again.GetID() == node.GetID()
+    assert session.last_counterfactual["method"] == "values" and session.last_counterfactual["dims"] == [2]
+    with pytest.raises(ConfigError) as exc:
+        session.counterfactual("sideways")
+    one_line(exc, "other_class")
+
+
+def test_traversal_sequence_has_steps_items_on_input_grid(session, input_node, scene):
+    session.encode(input_node)
+    sequence = session.traversal(1, -2.0, 2.0, 4)
+    assert sequence.GetNumberOfDataNodes() == 4 and session.traversal_browser is not None
+    assert session.traversal_browser.GetProxyNode(sequence) is not None
+    assert sequence.GetIndexName() == session.model.attribute_names[1]
+    assert [float(sequence.GetNthIndexValue(i)) for i in range(4)] == pytest.approx(np.linspace(-2, 2, 4))
+    items = [sequence.GetNthDataNode(i) for i in range(4)]
+    for item in items:
+        np.testing.assert_allclose(ijk_to_ras(item), ijk_to_ras(input_node), atol=1e-9)
+    assert np.abs(array_of(items[0]) - array_of(items[-1])).max() > 0
+    count = scene.GetNumberOfNodes()
+    sequence2 = session.traversal(1, -1.0, 1.0, 3)
+    assert sequence2.GetID() == sequence.GetID() and sequence2.GetNumberOfDataNodes() == 3
+    assert scene.GetNumberOfNodes() == count
+    with pytest.raises(ConfigError):
+        session.traversal(1, 0.0, 0.0, 3)
+    with pytest.raises(ConfigError):
+        session.traversal(1, -1.0, 1.0, 0)
+
+
+def test_parameters_persist_in_the_scene_xml(session, input_node, scene, tiny_run):
+    session.encode(input_node)
+    session.set_latent(0, 1.25)
+    session.save_state({"threshold": 0.3})
+    saved = mrml.load_parameters(scene)
+    assert saved["model"] == str(tiny_run) and saved["latent"][0] == pytest.approx(1.25)
+
+    scene.SetSaveToXMLString(1)
+    scene.Commit()
+    xml = scene.GetSceneXMLString()
+    restored_scene = slicer.vtkMRMLScene()
+    restored_scene.SetLoadFromXMLString(1)
+    restored_scene.SetSceneXMLString(xml)
+    restored_scene.Import()
+    assert mrml.load_parameters(restored_scene)["latent"] == pytest.approx(saved["latent"])
+
+    # a new session on the same scene restores model, encoding and latent vector
+    fresh = AttriVAESession(scene)
+    state = fresh.restore_state()
+    assert state["threshold"] == 0.3
+    assert fresh.input_node.GetID() == input_node.GetID()
+    np.testing.assert_allclose(fresh.latent, session.latent, atol=1e-6)
+
+
+# ---------------------------------------------------------------------------------- bad inputs
+
+
+def test_bad_volumes_give_one_line_errors(session, scene, input_node):
+    with pytest.raises(InputError) as exc:
+        session.encode(None)
+    one_line(exc, "no volume")
+    flat = raw_node(scene, np.zeros((1, 12, 12), dtype=np.float32))
+    with pytest.raises(InputError) as exc:
+        session.encode(flat)
+    one_line(exc, "2D")
+    vector = raw_node(scene, np.zeros((6, 6, 6, 3), dtype=np.float32), slicer.vtkMRMLVectorVolumeNode, 3)
+    with pytest.raises(InputError) as exc:
+        session.encode(vector)
+    one_line(exc, "4D")
+    sequence = slicer.vtkMRMLSequenceNode()
+    scene.AddNode(sequence)
+    with pytest.raises(InputError) as exc:
+        session.encode(sequence)
+    one_line(exc, "4D")
+
+    # a labelmap far away from the volume
+    label = np.zeros((8, 8, 8), dtype=np.uint8)
+    label[2:6, 2:6, 2:6] = 1
+    far = Volume(label, Geometry(size=(8, 8, 8), spacing=(1.0, 1.0, 1.0), origin=(900.0, 900.0, 900.0),
+                                 direction=(1, 0, 0, 0, 1, 0, 0, 0, 1)))
+    mask = mrml.update_volume_node(scene, far, "far mask", labelmap=True)
+    with pytest.raises(InputError) as exc:
+        session.encode(input_node, mask)
+    one_line(exc, "does not overlap")
+    assert session.encoding is None  # nothing half-done
+
+
+def test_mask_on_the_volume_is_accepted(session, scene, input_node):
+    volume = mrml.volume_from_node(input_node)
+    label = (volume.array > np.percentile(volume.array, 70)).astype(np.uint8)
+    mask = mrml.update_volume_node(scene, Volume(label, volume.geometry), "mask", labelmap=True)
+    mask.SetAndObserveTransformNodeID(input_node.GetTransformNodeID())
+    summary = session.encode(input_node, mask)
+    assert summary["probabilities"] is not None and session.mask_node is mask
+
+
+def test_nothing_loaded_or_encoded(scene, input_node, loaded_model):
+    empty = AttriVAESession(scene)
+    with pytest.raises(ConfigError) as exc:
+        empty.encode(input_node)
+    one_line(exc, "no model loaded")
+    empty.model = loaded_model[0]
+    for call in (lambda: empty.set_latent(0, 1.0), empty.reset, empty.attention, lambda: empty.traversal(0, 0, 1, 2)):
+        with pytest.raises(ConfigError) as exc:
+            call()
+        one_line(exc, "Encode")
+    with pytest.raises(InputError):
+        AttriVAESession(None)
+
+
+def test_checkpoint_problems(scene, tiny_run, tmp_path):
+    session = AttriVAESession(scene)
+    tampered = tmp_path / "tampered"
+    shutil.copytree(tiny_run, tampered, ignore=shutil.ignore_patterns("tensorboard", "last.*"))
+    weights = tampered / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-5] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError) as exc:
+        session.load_model(tampered, "cpu")
+    one_line(exc, "checksum")
+
+    with pytest.raises(CheckpointError) as exc:
+        session.load_model(tiny_run, "cpu", expected_input_size=32)
+    one_line(exc, "16", "32")
+    with pytest.raises(CheckpointError) as exc:
+        session.load_model(tmp_path / "nowhere", "cpu")
+    one_line(exc, "not found")
+    with pytest.raises(CheckpointError):
+        session.load_model("", "cpu")
+    assert session.model is None
+
+
+def test_demo_model_missing_and_found(scene, tiny_run, tmp_path, monkeypatch):
+    monkeypatch.delenv(sl.DEMO_MODEL_ENV, raising=False)
+    empty = tmp_path / "DemoModel"
+    empty.mkdir()
+    with pytest.raises(CheckpointError) as exc:
+        AttriVAESession(scene, demo_dir=empty).load_model("demo", "cpu")
+    one_line(exc, "demo model is not installed", str(empty))
+    assert isinstance(exc.value, AttriVAEError)
+
+    for name in ("model.safetensors", "model.json"):
+        shutil.copy(tiny_run / name, empty / name)
+    monkeypatch.setenv(sl.DEMO_MODEL_ENV, str(empty))
+    assert sl.find_demo_model() == empty
+    session = AttriVAESession(scene)
+    description = session.load_model("demo", "cpu")
+    assert "16³" in description and session.model_location == "demo"
+
+
+def test_device_choice_and_cpu_fallback(scene, tiny_run, input_node, loaded_model, monkeypatch):
+    import torch
+
+    session = AttriVAESession(scene)
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError) as exc:
+            session.load_model(tiny_run, "cuda")
+        one_line(exc, "no CUDA GPU")
+    with pytest.raises(ConfigError):
+        session.load_model(tiny_run, "tpu")
+
+    # Out of GPU memory while decoding: a clear error, or a reload on the CPU when allowed.
+    session.model, session.model_location = loaded_model
+    session.encode(input_node)
+    model = session.model
+
+    def oom(*args, **kwargs):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(model, "decode", oom)
+    with pytest.raises(ConfigError) as exc:
+        session.set_latent(0, 0.5)
+    one_line(exc, "out of GPU memory", "cpu")
+    session.fallback_to_cpu = True
+    monkeypatch.setattr(model, "device", torch.device("cuda"), raising=False)
+    node = session.set_latent(0, 0.5)
+    assert session.model is not model and session.model.device.type == "cpu"
+    assert "CPU" in session.messages[-1] and np.isfinite(array_of(node)).all()
+
+
+# ---------------------------------------------------------------------------------- training process
+
+
+def test_training_command_checks_inputs(tiny_cohort, tmp_path):
+    out = tmp_path / "run"
+    command = sl.training_command(tiny_cohort, out, preset="fast_cpu", epochs=3, device="cpu", python="py")
+    assert command[:4] == ["py", "-m", "AttriVAELib.cli", "train"]
+    assert command[command.index("--epochs") + 1] == "3" and "--quiet" in command
+    with pytest.raises(ConfigError) as exc:
+        sl.training_command("", out)
+    one_line(exc, "manifest")
+    with pytest.raises(ConfigError):
+        sl.training_command(tmp_path / "missing", out)
+    (out / "x").parent.mkdir()
+    (out / "x").write_text("")
+    with pytest.raises(ConfigError) as exc:
+        sl.training_command(tiny_cohort, out)
+    one_line(exc, "not empty")
+    with pytest.raises(ConfigError):
+        sl.training_command(tiny_cohort, tmp_path / "new", preset="nope")
+    with pytest.raises(ConfigError):
+        sl.training_command(tiny_cohort, tmp_path / "new", epochs=0)
+    env = sl.training_environment({"PYTHONPATH": "/x"})
+    assert env["PYTHONPATH"].split(":")[0] == str(ROOT) and env["PYTHONUNBUFFERED"] == "1"
+
+
+def test_parse_training_progress():
+    assert sl.parse_training_progress("epoch 3/60  train 12.0  total 4.000  1.2s") == (3, 60)
+    assert sl.parse_training_progress("resuming /r after epoch 7 of 20") == (7, 20)
+    assert sl.parse_training_progress("device: CPU") is None
+
+
+def _wait(process, seconds: float = 20.0) -> list[str]:
+    lines: list[str] = []
+    end = time.monotonic() + seconds
+    while process.running and time.monotonic() < end:
+        lines += process.poll()
+        time.sleep(0.02)
+    return lines + process.poll()
+
+
+def test_training_process_streams_output_and_progress():
+    script = "import sys\nfor e in range(1, 4):\n    print(f'epoch {e}/3  train 1.0', file=sys.stderr)\nprint('done')"
+    process = sl.TrainingProcess([sys.executable, "-c", script])
+    lines = _wait(process)
+    assert lines == ["epoch 1/3  train 1.0", "epoch 2/3  train 1.0", "epoch 3/3  train 1.0", "done"]
+    assert process.progress == (3, 3) and process.returncode == 0 and not process.cancelled
+
+
+def test_training_process_cancel_stops_it_quickly():
+    process = sl.TrainingProcess([sys.executable, "-c", "import time\nprint('started', flush=True)\ntime.sleep(60)"])
+    end = time.monotonic() + 10
+    while not process.poll() and time.monotonic() < end:
+        time.sleep(0.02)
+    start = time.monotonic()
+    process.cancel()
+    _wait(process, 5)
+    assert time.monotonic() - start < 5
+    assert process.cancelled and process.returncode not in (None, 0) and not process.running
+    with pytest.raises(ConfigError):
+        sl.TrainingProcess(["/nonexistent/python-for-attrivae"])
+
+
+def test_requirements_list_matches_the_package():
+    text = (ROOT / "pyproject.toml").read_text()
+    for requirement, _module in sl.SLICER_REQUIREMENTS:
+        assert f'"{requirement}"' in text, requirement
+    assert sl.missing_requirements() == []
+
+
+def test_old_torch_counts_as_missing(monkeypatch):
+    import importlib.metadata
+
+    real = importlib.metadata.version
+    monkeypatch.setattr(importlib.metadata, "version", lambda name: "2.0.1+cu118" if name == "torch" else real(name))
+    assert sl.missing_requirements() == [sl.TORCH_REQUIREMENT]
+    monkeypatch.setattr(importlib.metadata, "version", lambda name: "2.10.0" if name == "torch" else real(name))
+    assert sl.missing_requirements() == []

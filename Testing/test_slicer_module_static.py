@@ -1,0 +1,328 @@
+"""The Slicer module file AttriVAE/AttriVAE.py and its Qt Designer file, checked without Slicer.
+
+The module cannot run outside the Slicer application (qt, ctk, ScriptedLoadableModule and
+parameterNodeWrapper are Slicer's), so this checks what would otherwise only fail at run time:
+the .ui is valid and holds every widget the code uses, the widgets bound to the parameter node
+can represent their fields, the choices mirror AttriVAELib, and the module stays importable
+before AttriVAELib's dependencies are installed. It also imports the module with small
+stand-ins for the Slicer-only packages and runs its logic class against a real MRML scene.
+"""
+
+from __future__ import annotations
+
+import ast
+import py_compile
+import re
+import sys
+import types
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+MODULE = ROOT / "AttriVAE" / "AttriVAE.py"
+UI = ROOT / "AttriVAE" / "Resources" / "UI" / "AttriVAE.ui"
+SOURCE = MODULE.read_text(encoding="utf-8")
+TREE = ast.parse(SOURCE)
+
+# What a module-level import may name: the standard library pieces used and Slicer's bundled packages.
+ALLOWED_TOP_LEVEL_IMPORTS = {"logging", "os", "pathlib", "shutil", "sys", "typing", "unittest", "ctk", "qt",
+                             "vtk", "slicer"}
+# Widget class ↔ field type that parameterNodeWrapper's GUI connectors can bind (Slicer 5.4+).
+BINDABLE = {
+    "QCheckBox": {"bool"},
+    "QComboBox": {"str-choice"},
+    "QSpinBox": {"int"},
+    "QDoubleSpinBox": {"float", "float-range"},
+    "ctkSliderWidget": {"float-range"},
+    "ctkPathLineEdit": {"path"},
+    "qMRMLNodeComboBox": {"node"},
+}
+
+
+def classes() -> dict[str, ast.ClassDef]:
+    return {node.name: node for node in TREE.body if isinstance(node, ast.ClassDef)}
+
+
+def ui_widgets() -> dict[str, str]:
+    """name → class of every widget in the .ui file."""
+    root = ET.parse(UI).getroot()
+    return {w.get("name"): w.get("class") for w in root.iter("widget")}
+
+
+def ui_parameter_bindings() -> dict[str, tuple[str, str]]:
+    """SlicerParameterName → (widget name, widget class)."""
+    out = {}
+    for w in ET.parse(UI).getroot().iter("widget"):
+        for p in w.findall("property"):
+            if p.get("name") == "SlicerParameterName":
+                assert p.get("stdset") == "0", f"{w.get('name')}: SlicerParameterName must be a dynamic property"
+                name = p.find("string").text
+                assert name not in out, f"parameter {name} bound twice"
+                out[name] = (w.get("name"), w.get("class"))
+    return out
+
+
+def parameter_fields() -> dict[str, str]:
+    """Field name → kind (bool, int, float, float-range, str-choice, path, node) of the parameter node."""
+    cls = classes()["AttriVAEParameterNode"]
+    fields = {}
+    for stmt in cls.body:
+        if not isinstance(stmt, ast.AnnAssign):
+            continue
+        text = ast.unparse(stmt.annotation)
+        if text.startswith("Annotated[str") and "Choice(" in text:
+            kind = "str-choice"
+        elif text.startswith("Annotated[float") and "WithinRange(" in text:
+            kind = "float-range"
+        elif text.startswith("Annotated[int"):
+            kind = "int"
+        elif text == "pathlib.Path":
+            kind = "path"
+        elif "vtkMRML" in text:
+            kind = "node"
+        else:
+            kind = text
+        fields[stmt.target.id] = kind
+    return fields
+
+
+def module_constant(name: str):
+    for node in TREE.body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == name for t in node.targets):
+            return ast.literal_eval(node.value)
+    raise AssertionError(f"{name} not defined at module level")
+
+
+# ---------------------------------------------------------------------------------- module file
+
+
+def test_module_compiles_and_lines_are_short(tmp_path):
+    py_compile.compile(str(MODULE), cfile=str(tmp_path / "AttriVAE.pyc"), doraise=True)
+    long_lines = [i for i, line in enumerate(SOURCE.splitlines(), 1) if len(line) >= 120]
+    assert not long_lines, f"lines of 120 characters or more: {long_lines}"
+
+
+def test_the_four_classes_and_their_bases():
+    found = classes()
+    bases = {name: [ast.unparse(b) for b in cls.bases] for name, cls in found.items()}
+    assert bases["AttriVAE"] == ["ScriptedLoadableModule"]
+    assert bases["AttriVAEWidget"] == ["ScriptedLoadableModuleWidget", "VTKObservationMixin"]
+    assert bases["AttriVAELogic"] == ["ScriptedLoadableModuleLogic"]
+    assert bases["AttriVAETest"] == ["ScriptedLoadableModuleTest"]
+    decorators = [ast.unparse(d) for d in found["AttriVAEParameterNode"].decorator_list]
+    assert decorators == ["parameterNodeWrapper"]
+    assert 'self.parent.categories = ["Explainable AI"]' in SOURCE
+    for attribute in ("title", "contributors", "helpText", "acknowledgementText"):
+        assert f"self.parent.{attribute} = " in SOURCE
+
+
+def test_no_heavy_imports_at_module_level():
+    """torch/AttriVAELib are imported inside methods, so Slicer discovers the module before they exist."""
+    top = []
+    for node in TREE.body:
+        if isinstance(node, ast.Import):
+            top += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            top.append(node.module)
+    roots = {name.split(".")[0] for name in top}
+    assert roots <= ALLOWED_TOP_LEVEL_IMPORTS, f"module-level imports of {roots - ALLOWED_TOP_LEVEL_IMPORTS}"
+    assert "__future__" not in roots  # parameterNodeWrapper reads real annotations
+    inner = [n for n in ast.walk(TREE) if isinstance(n, (ast.Import, ast.ImportFrom)) and n not in TREE.body]
+    assert any(getattr(n, "module", "") and n.module.startswith("AttriVAELib") for n in inner)
+
+
+def test_methods_are_camel_case():
+    for name in ("AttriVAEWidget", "AttriVAELogic", "AttriVAETest"):
+        for stmt in classes()[name].body:
+            if isinstance(stmt, ast.FunctionDef) and not stmt.name.startswith("__"):
+                assert re.fullmatch(r"_?[a-z][A-Za-z0-9]*(_[A-Za-z0-9]+)?", stmt.name) and (
+                    "_" not in stmt.name.lstrip("_") or stmt.name.startswith("test_")), f"{name}.{stmt.name}"
+
+
+# ---------------------------------------------------------------------------------- .ui file
+
+
+def test_ui_is_valid_designer_xml():
+    root = ET.parse(UI).getroot()
+    assert root.tag == "ui" and root.get("version") == "4.0"
+    top = root.find("widget")
+    assert top.get("class") == "qMRMLWidget" and top.get("name") == root.find("class").text == "AttriVAE"
+    declared = {c.find("class").text for c in root.iter("customwidget")}
+    used = {cls for cls in ui_widgets().values() if not cls.startswith("Q")}
+    assert used <= declared, f"custom widgets used but not declared: {used - declared}"
+    names = [w.get("name") for w in root.iter("widget")]
+    assert len(names) == len(set(names)), "duplicate widget names"
+    for connection in root.iter("connection"):
+        assert connection.find("receiver").text in names
+    for section in ("model", "input", "latent", "attention", "traversal", "counterfactual", "train"):
+        assert ui_widgets()[f"{section}CollapsibleButton"] == "ctkCollapsibleButton"
+
+
+def test_every_ui_widget_used_in_code_exists():
+    widgets = ui_widgets()
+    used = set(re.findall(r"\bui\.([A-Za-z_]\w*)", SOURCE))
+    missing = used - set(widgets)
+    assert not missing, f"self.ui.<name> used in AttriVAE.py but not in AttriVAE.ui: {sorted(missing)}"
+    assert {"trainProgressBar", "trainLogTextEdit", "trainButton", "regularizedSlidersFrame", "freeSlidersFrame",
+            "opacitySliderWidget", "thresholdSliderWidget"} <= used
+    # the node selectors are reached through their SlicerParameterName binding, not self.ui
+    assert {"inputVolumeSelector", "maskSelector"} <= {w for w, _ in ui_parameter_bindings().values()}
+
+
+def test_expected_widget_kinds():
+    widgets = ui_widgets()
+    assert widgets["inputVolumeSelector"] == widgets["maskSelector"] == "qMRMLNodeComboBox"
+    assert widgets["modelPathLineEdit"] == widgets["manifestPathLineEdit"] == "ctkPathLineEdit"
+    assert widgets["opacitySliderWidget"] == widgets["thresholdSliderWidget"] == "ctkSliderWidget"
+    assert widgets["deviceComboBox"] == "QComboBox"
+    assert widgets["trainProgressBar"] == "QProgressBar" and widgets["trainLogTextEdit"] == "QPlainTextEdit"
+    assert widgets["freeDimsCollapsibleButton"] == "ctkCollapsibleButton"
+    root = ET.parse(UI).getroot()
+    for frame in ("regularizedSlidersFrame", "freeSlidersFrame"):
+        node = next(w for w in root.iter("widget") if w.get("name") == frame)
+        assert node.find("layout").get("class") == "QFormLayout"  # the code adds rows to it
+    types_of = {}
+    for w in root.iter("widget"):
+        for p in w.findall("property"):
+            if p.get("name") == "nodeTypes":
+                types_of[w.get("name")] = [s.text for s in p.iter("string")]
+    assert types_of["inputVolumeSelector"] == ["vtkMRMLScalarVolumeNode"]
+    assert types_of["maskSelector"] == ["vtkMRMLLabelMapVolumeNode", "vtkMRMLSegmentationNode"]
+
+
+def test_parameter_names_match_the_parameter_node_and_can_be_bound():
+    bindings = ui_parameter_bindings()
+    fields = parameter_fields()
+    assert set(bindings) == set(fields), (f"bound but not fields: {set(bindings) - set(fields)}; "
+                                          f"fields without a widget: {set(fields) - set(bindings)}")
+    for name, (widget, cls) in bindings.items():
+        assert fields[name] in BINDABLE[cls], f"{widget} ({cls}) cannot represent {name}: {fields[name]}"
+
+
+def test_choices_mirror_the_engine():
+    from AttriVAELib.model import ENCODER_LAYER_NAMES
+    from AttriVAELib.mrml import BUILTIN_COLORMAPS, PARAMETER_PREFIX, PARAMETER_SINGLETON_TAG, ROLE_ATTRIBUTE
+    from AttriVAELib.presets import PRESETS
+    from AttriVAELib.slicer_logic import DEVICE_CHOICES, NODE_NAMES
+
+    assert tuple(module_constant("DEVICE_CHOICES")) == DEVICE_CHOICES
+    assert tuple(module_constant("LAYER_CHOICES")) == ("auto", *ENCODER_LAYER_NAMES)
+    assert set(module_constant("PRESET_CHOICES")) == set(PRESETS)
+    assert set(BUILTIN_COLORMAPS) <= set(module_constant("COLORMAP_CHOICES"))
+    assert module_constant("COLORMAP_CHOICES")[0] == "Inferno"
+    # names the module uses literally (it cannot import AttriVAELib at import time)
+    assert f'"{ROLE_ATTRIBUTE}"' in SOURCE and f'"{NODE_NAMES["traversal"]}"' in SOURCE
+    assert f'GetSingletonNode("{PARAMETER_SINGLETON_TAG}"' in SOURCE and f'"{PARAMETER_PREFIX}latent"' in SOURCE
+    assert module_constant("DECODE_DELAY_MS") == 150
+
+
+# ---------------------------------------------------------------------------------- import with stand-ins
+
+
+def _stub_slicer_gui(monkeypatch):
+    """Stand-ins for qt, ctk and the Slicer-only parts of the ``slicer`` package."""
+    slicer = pytest.importorskip("slicer", reason="needs the slicer-core wheel")
+    pytest.importorskip("vtk")
+
+    class Base:
+        def __init__(self, *args, **kwargs):
+            self.parent = args[0] if args else None
+
+    class ScriptedLoadableModuleLogic:
+        def __init__(self):
+            pass
+
+        def getParameterNode(self):
+            return slicer.mrmlScene.GetSingletonNode("AttriVAE", "vtkMRMLScriptedModuleNode")
+
+    scripted = types.ModuleType("slicer.ScriptedLoadableModule")
+    scripted.ScriptedLoadableModule = scripted.ScriptedLoadableModuleWidget = Base
+    scripted.ScriptedLoadableModuleTest = Base
+    scripted.ScriptedLoadableModuleLogic = ScriptedLoadableModuleLogic
+
+    wrapper = types.ModuleType("slicer.parameterNodeWrapper")
+
+    class Choice:
+        def __init__(self, choices):
+            self.choices = tuple(choices)
+
+    class WithinRange:
+        def __init__(self, minimum, maximum):
+            self.minimum, self.maximum = minimum, maximum
+
+    wrapper.Choice, wrapper.WithinRange = Choice, WithinRange
+    wrapper.parameterNodeWrapper = lambda cls: cls
+    i18n = types.ModuleType("slicer.i18n")
+    i18n.tr = lambda text: text
+    i18n.translate = lambda context, text: text
+    for name, module in (("slicer.ScriptedLoadableModule", scripted), ("slicer.parameterNodeWrapper", wrapper),
+                         ("slicer.i18n", i18n), ("qt", types.ModuleType("qt")), ("ctk", types.ModuleType("ctk"))):
+        monkeypatch.setitem(sys.modules, name, module)
+    app = types.SimpleNamespace(testingEnabled=lambda: True)
+    monkeypatch.setattr(slicer, "app", app, raising=False)
+    return slicer
+
+
+def _import_module(monkeypatch):
+    import importlib.util
+
+    _stub_slicer_gui(monkeypatch)
+    spec = importlib.util.spec_from_file_location("AttriVAE_under_test", MODULE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_module_imports_with_stand_ins_and_describes_itself(monkeypatch):
+    import typing
+
+    before = set(sys.modules)
+    module = _import_module(monkeypatch)
+    assert not {m for m in set(sys.modules) - before if m == "torch" or m.startswith("AttriVAELib.inference")}
+    parent = types.SimpleNamespace()
+    module.AttriVAE(parent)
+    assert parent.title == "AttriVAE" and parent.categories == ["Explainable AI"] and parent.contributors
+    assert "Grad-CAM" in parent.helpText and "Cetin" in parent.acknowledgementText
+    hints = typing.get_type_hints(module.AttriVAEParameterNode, include_extras=True)
+    assert set(hints) == set(parameter_fields())
+    device = hints["device"].__metadata__[0]
+    assert device.choices == module.DEVICE_CHOICES and module.AttriVAEParameterNode.device == "auto"
+    assert hints["opacity"].__metadata__[0].maximum == 1.0
+
+
+def test_logic_delegates_to_the_session_on_a_real_scene(monkeypatch, tiny_run):
+    import numpy as np
+
+    from AttriVAELib import mrml
+    from AttriVAELib.io import Geometry, Volume
+    from AttriVAELib.synth import render_subject
+
+    module = _import_module(monkeypatch)
+    slicer = sys.modules["slicer"]
+    scene = slicer.vtkMRMLScene()
+    monkeypatch.setattr(slicer, "mrmlScene", scene, raising=False)
+    logic = module.AttriVAELogic()
+    assert logic.setupPythonRequirements(askConfirmation=False) is True
+    assert not logic.hasSavedState()
+
+    _, image, _, _ = render_subject(1, 24, seed=3)
+    volume = Volume(image.astype(np.float32), Geometry(size=(24, 24, 24), spacing=(2.0, 2.0, 3.0),
+                                                       origin=(0.0, 0.0, 0.0),
+                                                       direction=(0, 1, 0, 1, 0, 0, 0, 0, -1)))
+    node = mrml.update_volume_node(scene, volume, "input", role="input")
+    assert "16³" in logic.loadModel(str(tiny_run), "cpu", cpuFallback=False)
+    summary = logic.encode(node)
+    recon = logic.reconstructionNode()
+    moved = logic.setLatents({0: summary["dims"][0]["max"]})
+    assert moved.GetID() == recon.GetID() and ": " in logic.dimLabel(0, 0.0)
+    maps = logic.computeAttention(signed=False, colormap="Inferno", threshold=0.25, opacity=0.4)
+    assert maps and logic.showHeatmap(next(iter(maps)), opacity=0.7) is not None
+    assert logic.computeCounterfactual("attribute", summary["attributes"][0]["name"], 70.0) is not None
+    sequence = logic.createTraversal(1, -1.0, 1.0, 3, "latent")
+    assert sequence.GetNumberOfDataNodes() == 3
+    logic.saveState()
+    assert logic.hasSavedState()
+    logic.closeSession()
+    assert logic.session.encoding is None and logic.session.model is not None
