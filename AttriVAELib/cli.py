@@ -7,14 +7,13 @@ user's input are printed as one line (no traceback unless ``--debug``) with exit
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import traceback
 from pathlib import Path
 from typing import Callable, Sequence
 
 from AttriVAELib import __version__
-from AttriVAELib.errors import AttriVAEError, ConfigError
+from AttriVAELib.errors import AttriVAEError
 
 Handler = Callable[[argparse.Namespace], int]
 

@@ -39,7 +39,7 @@ from AttriVAELib.checkpoint import (load_checkpoint, optimizer_from_tensors, opt
                                     split_prefix)
 from AttriVAELib.config import dump_yaml, load_yaml, resolve_config
 from AttriVAELib.errors import ConfigError, CheckpointError
-from AttriVAELib.manifest import AttributeScaler, Manifest, attribute_unit, load_manifest, load_split
+from AttriVAELib.manifest import AttributeScaler, attribute_unit, load_manifest, load_split
 
 LOSS_TERMS = ("total", "reconstruction", "kl", "ar", "classification", "l1")
 

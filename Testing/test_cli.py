@@ -16,7 +16,7 @@ from AttriVAELib.io import Geometry, Volume, write_image
 
 
 def run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "AttriVAELib.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "AttriVAELib.cli", *args], capture_output=True, encoding="utf-8", errors="replace",
                           timeout=timeout)
 
 

@@ -181,7 +181,7 @@ def test_cmake_configure_installs_library_next_to_module(tmp_path):
     build = tmp_path / "build"
     result = subprocess.run(
         ["cmake", "-S", str(ROOT), "-B", str(build), f"-DSlicer_DIR={stub}"],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True, encoding="utf-8", errors="replace", timeout=120,
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     rows = [line.split("|") for line in (build / "manifest.txt").read_text().splitlines()]

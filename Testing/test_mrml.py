@@ -11,7 +11,7 @@ import pytest
 
 slicer = pytest.importorskip("slicer", reason="needs the slicer-core wheel (pip install slicer-core)")
 vtk = pytest.importorskip("vtk")
-from vtk.util import numpy_support  # noqa: E402
+from mrml_helpers import ijk_to_ras, raw_node  # noqa: E402
 
 import SimpleITK as sitk  # noqa: E402
 
@@ -57,28 +57,8 @@ def assert_same_volume(a: Volume, b: Volume, atol: float = 1e-6) -> None:
     np.testing.assert_allclose(a.geometry.direction, b.geometry.direction, atol=atol, rtol=0)
 
 
-def ijk_to_ras(node) -> np.ndarray:
-    m = vtk.vtkMatrix4x4()
-    node.GetIJKToRASMatrix(m)
-    return np.array([[m.GetElement(r, c) for c in range(4)] for r in range(4)])
 
 
-def raw_node(scene, array: np.ndarray, cls=None, components: int = 1):
-    """A volume node filled directly through VTK (bypassing the code under test)."""
-    node = (cls or slicer.vtkMRMLScalarVolumeNode)()
-    image = vtk.vtkImageData()
-    if components == 1:
-        k, j, i = array.shape
-        flat = np.ascontiguousarray(array).ravel()
-    else:
-        k, j, i, _ = array.shape
-        flat = np.ascontiguousarray(array).reshape(-1, components)
-    image.SetDimensions(i, j, k)
-    image.GetPointData().SetScalars(numpy_support.numpy_to_vtk(flat, deep=True))
-    node.SetAndObserveImageData(image)
-    node.SetName("raw")
-    scene.AddNode(node)
-    return node
 
 
 @pytest.fixture()
@@ -539,6 +519,6 @@ def test_library_imports_without_slicer():
         "try:\n    m.load_parameters(object())\nexcept InputError as e:\n    print('ERR', e)\n"
     )
     root = Path(__file__).resolve().parents[1]
-    result = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=60)
+    result = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, encoding="utf-8", errors="replace", timeout=60)
     assert result.returncode == 0, result.stderr
     assert "ERR" in result.stdout and "slicer-core" in result.stdout

@@ -16,7 +16,7 @@ import pytest
 
 slicer = pytest.importorskip("slicer", reason="needs the slicer-core wheel (pip install slicer-core)")
 vtk = pytest.importorskip("vtk")
-from vtk.util import numpy_support  # noqa: E402
+from mrml_helpers import ijk_to_ras, raw_node  # noqa: E402
 
 from AttriVAELib import mrml  # noqa: E402
 from AttriVAELib import slicer_logic as sl  # noqa: E402
@@ -50,10 +50,6 @@ def oblique_phantom(size=(22, 20, 14)) -> Volume:
     return Volume(array, geometry)
 
 
-def ijk_to_ras(node) -> np.ndarray:
-    m = vtk.vtkMatrix4x4()
-    node.GetIJKToRASMatrix(m)
-    return np.array([[m.GetElement(r, c) for c in range(4)] for r in range(4)])
 
 
 def assert_same_grid(node, reference) -> None:
@@ -66,21 +62,6 @@ def array_of(node) -> np.ndarray:
     return slicer.util.arrayFromVolume(node).copy()
 
 
-def raw_node(scene, array: np.ndarray, cls=None, components: int = 1):
-    node = (cls or slicer.vtkMRMLScalarVolumeNode)()
-    image = vtk.vtkImageData()
-    if components == 1:
-        k, j, i = array.shape
-        flat = np.ascontiguousarray(array).ravel()
-    else:
-        k, j, i, _ = array.shape
-        flat = np.ascontiguousarray(array).reshape(-1, components)
-    image.SetDimensions(i, j, k)
-    image.GetPointData().SetScalars(numpy_support.numpy_to_vtk(flat, deep=True))
-    node.SetAndObserveImageData(image)
-    node.SetName("raw")
-    scene.AddNode(node)
-    return node
 
 
 def one_line(excinfo, *words: str) -> None:

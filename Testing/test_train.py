@@ -37,7 +37,7 @@ def write_config(tmp_path: Path, extra: dict | None = None) -> Path:
 
 def cli(*args: str, **kwargs) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.run([sys.executable, "-m", "AttriVAELib.cli", *args], capture_output=True, text=True, env=env,
+    return subprocess.run([sys.executable, "-m", "AttriVAELib.cli", *args], capture_output=True, encoding="utf-8", errors="replace", env=env,
                           **kwargs)
 
 
@@ -109,7 +109,7 @@ def test_ddp_two_gloo_processes(cohort_copy: Path, tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m",
          "AttriVAELib.train", "--data", str(cohort_copy), "--out", str(run), "--config", str(config), "--device",
-         "cpu", "--quiet"], capture_output=True, text=True, env=env, timeout=300)
+         "cpu", "--quiet"], capture_output=True, encoding="utf-8", errors="replace", env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     digests = [json.loads((run / "ranks" / f"rank-{r}.json").read_text())["state_sha256"] for r in (0, 1)]
     assert digests[0] == digests[1]

@@ -7,9 +7,13 @@ themselves: each view reslices the node arrays through their IJKToRAS matrices w
 view orientations (axial/Red, sagittal/Yellow, coronal/Green), and heatmaps are coloured with
 their display node's colour table, window, threshold and opacity.
 
-    python scripts/render_screenshots.py --run RUN --cohort COHORT [--subject sub-0123] [--out Resources/Screenshots]
+    python scripts/render_screenshots.py --run RUN --cohort COHORT [--subject sub-0123] [--layer auto]
+                                         [--out Resources/Screenshots]
 
 Writes ``Screenshot01.png`` (attention overlays) and ``Screenshot02.png`` (traversal strips).
+The committed screenshots were made with a ``fast_cpu`` run (32³ model, 60 epochs) on a
+400-subject 64³ phantom cohort, with ``--layer conv2`` (the 8³ feature map; at 32³ the
+default ``auto`` picks conv3, whose 4³ maps are coarser). Same inputs give identical PNGs.
 """
 
 from __future__ import annotations
@@ -161,7 +165,6 @@ def run_logic(run: Path, cohort: Path, subject: str | None, steps: int, layer: s
     summary = session.encode(volume)
     maps = session.attention(layer=layer, threshold=0.25, opacity=0.6)
     centre = centroid_ras(volume, node_array(wall) > 0)  # the shell's centre
-    half = half_extent(volume)
     strips = {}
     for name in TRAVERSED:
         k = session.model.attribute_names.index(name)
