@@ -60,6 +60,8 @@ class PreprocessSpec:
             same for every subject; None: the largest extent of the region.
         apply_mask: zero the voxels outside the mask (and compute the intensity
             percentiles inside the mask only).
+        intensity_window: fixed (low, high) intensities scaled to [0, 1] instead of per-image
+            percentiles (e.g. a CT window, or (0, 1000) for the phantoms' stored units).
         percentiles: lower/upper intensity percentiles (0-100) clipped to, then scaled to [0, 1].
             The upper default (99.99) clips only isolated spikes: a lower one (e.g. 99.5)
             saturates small bright lesions together with the brightest normal tissue and
@@ -75,6 +77,7 @@ class PreprocessSpec:
     fov_mm: float | None = None
     apply_mask: bool = False
     percentiles: tuple[float, float] = (0.5, 99.99)
+    intensity_window: tuple[float, float] | None = None
     gamma: float | None = None
     antialias: bool = True
 
@@ -99,6 +102,15 @@ class PreprocessSpec:
         if not 0.0 <= lo < hi <= 100.0:
             raise ConfigError(f"preprocess percentiles must satisfy 0 <= low < high <= 100 (got {lo}, {hi})")
         self.percentiles = (lo, hi)
+        if self.intensity_window is not None:
+            try:
+                w_lo, w_hi = (float(v) for v in self.intensity_window)
+            except (TypeError, ValueError):
+                raise ConfigError(f"preprocess intensity_window must be two numbers or null "
+                                  f"(got {self.intensity_window!r})") from None
+            if not (np.isfinite(w_lo) and np.isfinite(w_hi) and w_lo < w_hi):
+                raise ConfigError(f"preprocess intensity_window must satisfy low < high (got {w_lo}, {w_hi})")
+            self.intensity_window = (w_lo, w_hi)
         if self.gamma is not None:
             self.gamma = _number("gamma", self.gamma)
             if not self.gamma > 0:
@@ -116,6 +128,8 @@ class PreprocessSpec:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["percentiles"] = list(self.percentiles)
+        if self.intensity_window is not None:
+            d["intensity_window"] = list(self.intensity_window)
         return d
 
     @classmethod
@@ -125,8 +139,9 @@ class PreprocessSpec:
         unknown = sorted(set(d) - known)
         if unknown:
             raise ConfigError(f"unknown preprocess option(s) {unknown}; known: {sorted(known)}")
-        if "percentiles" in d and isinstance(d["percentiles"], list):
-            d["percentiles"] = tuple(d["percentiles"])
+        for key in ("percentiles", "intensity_window"):
+            if isinstance(d.get(key), list):
+                d[key] = tuple(d[key])
         return cls(**d)
 
 
@@ -336,7 +351,9 @@ def preprocess(volume: Volume, spec: PreprocessSpec, mask: Volume | None = None)
             raise InputError("mask has no voxels inside the model cube (check fov_mm)")
     else:
         values = region.ravel()
-    lo, hi = _percentiles(values, spec.percentiles)
+    # A fixed window (CT-like, or scanner units) cannot be shifted by a bright lesion, unlike
+    # per-image percentiles, which darken everything else when a lesion sets the maximum.
+    lo, hi = spec.intensity_window or _percentiles(values, spec.percentiles)
 
     # Anti-aliasing sigma (in source voxels) per axis, (i, j, k) order.
     factor = model.spacing[0] / np.asarray(source.spacing)

@@ -279,3 +279,25 @@ def test_deterministic_and_fast() -> None:
         elapsed = time.perf_counter() - start
         assert np.array_equal(first.image, second.image)
         assert elapsed < 1.0  # typically 10-20 ms; loose bound for loaded CI machines
+
+
+def test_fixed_intensity_window_is_not_shifted_by_a_bright_spot() -> None:
+    """Percentile scaling darkens the rest of an image when a bright lesion appears; a fixed window does not."""
+    geometry = Geometry((32, 32, 32), (1.0, 1.0, 1.0), (0.0, 0.0, 0.0), (1, 0, 0, 0, 1, 0, 0, 0, 1))
+    base = np.full((32, 32, 32), 200.0, np.float32)
+    base[8:24, 8:24, 8:24] = 500.0
+    lesion = base.copy()
+    lesion[14:17, 14:17, 14:17] = 900.0
+    window = PreprocessSpec(size=32, intensity_window=(0, 1000), antialias=False)
+    spec = PreprocessSpec.from_dict(json.loads(json.dumps(window.to_dict())))
+    assert spec.intensity_window == (0.0, 1000.0)
+    a = preprocess(Volume(base, geometry), spec).image
+    b = preprocess(Volume(lesion, geometry), spec).image
+    assert abs(float(a[10, 10, 10]) - 0.5) < 1e-3 and abs(float(b[10, 10, 10]) - 0.5) < 1e-3
+    assert float(b[15, 15, 15]) > 0.85
+    by_percentile = PreprocessSpec(size=32, antialias=False)
+    pa = preprocess(Volume(base, geometry), by_percentile).image
+    pb = preprocess(Volume(lesion, geometry), by_percentile).image
+    assert float(pb[10, 10, 10]) < float(pa[10, 10, 10]) - 0.2  # the global shift the window avoids
+    with pytest.raises(ConfigError, match="intensity_window"):
+        PreprocessSpec(intensity_window=(5, 5))
