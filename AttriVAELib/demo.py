@@ -10,6 +10,7 @@ Steps (each skipped when its output is already complete, so a rerun resumes):
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 
@@ -42,10 +43,8 @@ def run_demo(args: argparse.Namespace) -> int:
 
     if (run / "model.safetensors").exists() and (run / "heldout.json").exists():
         print(f"[2/3] a trained model is already in {run}")
-        import json
-
-        summary = {"run_dir": str(run), "best": {"epoch": json.loads((run / "heldout.json").read_text())["best_epoch"]},
-                   "heldout": json.loads((run / "heldout.json").read_text())}
+        held = json.loads((run / "heldout.json").read_text())
+        summary = {"run_dir": str(run), "best": {"epoch": held["best_epoch"]}, "heldout": held}
     elif (run / "last.safetensors").exists():
         print(f"[2/3] resuming the interrupted training in {run}")
         summary = train(None, run, resume=True)
