@@ -34,7 +34,8 @@ from slicer.util import VTKObservationMixin
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 LAYER_CHOICES = ("auto", "conv1", "conv2", "conv3", "conv4", "conv5")
 COLORMAP_CHOICES = ("Inferno", "Viridis", "Magma", "Plasma", "ColdToHotRainbow")
-PRESET_CHOICES = ("fast_cpu", "attri_vae", "published", "ar_vae", "beta_vae", "vae", "vae_mlp")
+PRESET_CHOICES = ("fast_cpu", "attri_vae", "published", "ar_vae", "beta_vae", "vae", "vae_mlp", "brain_cpu",
+                  "brain_gpu")
 TRAVERSAL_UNITS = ("latent", "attribute")
 COUNTERFACTUAL_MODES = ("other class", "attribute value")
 #: Debounce of slider moves before decoding (ms).

@@ -13,23 +13,14 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from AttriVAELib import __version__
+from AttriVAELib.cohort_files import positive_int
 from AttriVAELib.errors import AttriVAEError
 
 Handler = Callable[[argparse.Namespace], int]
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{value} must be positive")
-    return value
-
-
 def _cube_size(text: str) -> int:
-    value = _positive_int(text)
+    value = positive_int(text)
     if value % 16:
         raise argparse.ArgumentTypeError(f"{value} is not a multiple of 16")
     return value
@@ -88,13 +79,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("synth", help="generate the synthetic phantom cohort (hollow ellipsoidal shells with lesions)")
     p.add_argument("--out", required=True, type=Path, help="output folder (created atomically)")
-    p.add_argument("--n", type=_positive_int, default=200, help="number of subjects (default 200)")
-    p.add_argument("--size", type=_positive_int, default=64, help="voxels per axis (default 64)")
+    p.add_argument("--n", type=positive_int, default=200, help="number of subjects (default 200)")
+    p.add_argument("--size", type=positive_int, default=64, help="voxels per axis (default 64)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--workers", type=_positive_int, default=None, help="processes (default: all cores)")
+    p.add_argument("--workers", type=positive_int, default=None, help="processes (default: all cores)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_synth)
+
+    p = sub.add_parser("synth-brain", help="generate a brain-MRI cohort (aging/atrophy) from nilearn's MNI152 "
+                                           "template")
+    from AttriVAELib.brain import add_synth_brain_arguments, run_synth_brain
+
+    add_synth_brain_arguments(p)
+    p.set_defaults(func=run_synth_brain)
 
     p = sub.add_parser("info", help="validate a dataset manifest and print its split and attributes")
     p.add_argument("--data", required=True, type=Path, help="manifest CSV or a folder holding manifest.csv")
@@ -116,10 +114,20 @@ def build_parser() -> argparse.ArgumentParser:
         getattr(explain, f"add_{name}_arguments")(p)
         p.set_defaults(func=getattr(explain, f"run_{name}"))
 
+    from AttriVAELib import commands_evaluate as evaluate
+
+    for name, help_text in (("evaluate", "evaluate a run on held-out data: metrics.json and a self-contained "
+                                         "report.html"),
+                            ("compare", "train VAE, β-VAE, AR-VAE and Attri-VAE with one budget and seeds; "
+                                        "write the comparison table")):
+        p = sub.add_parser(name, help=help_text)
+        getattr(evaluate, f"add_{name}_arguments")(p)
+        p.set_defaults(func=getattr(evaluate, f"run_{name}"))
+
     p = sub.add_parser("demo", help="the main job on the built-in synthetic cohort")
     p.add_argument("--out", type=Path, default=Path("demo"), help="working folder (default ./demo)")
-    p.add_argument("--n", type=_positive_int, default=400, help="subjects in the synthetic cohort (default 400)")
-    p.add_argument("--size", type=_positive_int, default=64, help="voxels per axis of the cohort (default 64)")
+    p.add_argument("--n", type=positive_int, default=400, help="subjects in the synthetic cohort (default 400)")
+    p.add_argument("--size", type=positive_int, default=64, help="voxels per axis of the cohort (default 64)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_demo)
     return parser

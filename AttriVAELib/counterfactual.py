@@ -87,6 +87,32 @@ class ClassStatistics:
                 "counts": self.counts.tolist(), "source": self.source}
 
     @classmethod
+    def from_latents(cls, mu: np.ndarray, labels: np.ndarray, label_names: Sequence[str],
+                     source: str = "") -> "ClassStatistics":
+        """Statistics of μ (N, L) per class (labels (N,) index ``label_names``; −1 is ignored).
+
+        Raises:
+            ConfigError: fewer than two classes, or a class without subjects.
+        """
+        names = [str(n) for n in label_names]
+        c = len(names)
+        if c < 2:
+            raise ConfigError(f"{source or 'the data'}: fewer than two classes")
+        means = np.zeros((c, mu.shape[1]))
+        stds = np.zeros((c, mu.shape[1]))
+        counts = np.zeros(c, dtype=np.int64)
+        for i in range(c):
+            sel = mu[labels == i]
+            counts[i] = len(sel)
+            if len(sel):
+                means[i] = sel.mean(0)
+                stds[i] = sel.std(0, ddof=1) if len(sel) > 1 else 0.0
+        if (counts == 0).any():
+            missing = [names[i] for i in np.flatnonzero(counts == 0)]
+            raise ConfigError(f"{source or 'the data'}: no subjects of class(es) {missing}")
+        return cls(names, means, stds, counts, source)
+
+    @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "ClassStatistics":
         return cls([str(n) for n in d["label_names"]], np.asarray(d["means"], dtype=np.float64),
                    np.asarray(d["stds"], dtype=np.float64), np.asarray(d["counts"], dtype=np.int64),
@@ -164,24 +190,8 @@ def _compute_class_statistics(model: AttriVAEModel, split: str, batch_size: int)
         images = dataset.images[start:start + batch_size, 0].float()
         mus.append(model.encode_arrays(images)["mu"].astype(np.float64))
     mu = np.concatenate(mus) if mus else np.zeros((0, model.latent_size))
-    labels = dataset.labels.numpy()
-    names = list(manifest.label_names)
-    c = len(names)
-    if c < 2:
-        raise ConfigError(f"the {split} split has fewer than two classes")
-    means = np.zeros((c, model.latent_size))
-    stds = np.zeros((c, model.latent_size))
-    counts = np.zeros(c, dtype=np.int64)
-    for i in range(c):
-        sel = mu[labels == i]
-        counts[i] = len(sel)
-        if len(sel):
-            means[i] = sel.mean(0)
-            stds[i] = sel.std(0, ddof=1) if len(sel) > 1 else 0.0
-    if (counts == 0).any():
-        missing = [names[i] for i in np.flatnonzero(counts == 0)]
-        raise ConfigError(f"the {split} split has no subjects of class(es) {missing}")
-    return ClassStatistics(names, means, stds, counts, source=f"{manifest.path} ({split} split, n={len(mu)})")
+    return ClassStatistics.from_latents(mu, dataset.labels.numpy(), manifest.label_names,
+                                        source=f"{manifest.path} ({split} split, n={len(mu)})")
 
 
 def _write_cache(path: Path, digest: str, split: str, stats: ClassStatistics) -> None:

@@ -13,7 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["orthogonal_slices", "save_montage", "save_strip", "peak_index"]
+__all__ = ["orthogonal_slices", "montage_png", "save_montage", "save_strip", "strip_png", "peak_index", "figure_png"]
 
 _VIEWS = ("axial", "coronal", "sagittal")
 
@@ -57,14 +57,21 @@ def _window(image: np.ndarray) -> tuple[float, float]:
 
 
 def save_montage(path: str | os.PathLike, image: np.ndarray, maps: Sequence[tuple[str, np.ndarray]],
-                 spacing: Sequence[float] = (1.0, 1.0, 1.0), signed: bool = False, threshold: float = 0.2,
-                 alpha: float = 0.55, title: str | None = None) -> None:
-    """One row per map: axial, coronal and sagittal slices through the map's peak, the map
+                 *args, **options) -> None:
+    """Write :func:`montage_png` to ``path`` (atomically)."""
+    from AttriVAELib.atomic import write_bytes
+
+    write_bytes(path, montage_png(image, maps, *args, **options))
+
+
+def montage_png(image: np.ndarray, maps: Sequence[tuple[str, np.ndarray]],
+                spacing: Sequence[float] = (1.0, 1.0, 1.0), signed: bool = False, threshold: float = 0.2,
+                alpha: float = 0.55, title: str | None = None) -> bytes:
+    """PNG bytes: one row per map: axial, coronal and sagittal slices through the map's peak, the map
     (normalized by its peak magnitude) over the grey image; values below ``threshold`` of the
     peak are transparent.
 
     Args:
-        path: PNG file to write (atomically).
         image: (z, y, x) background image.
         maps: (name, (z, y, x) map on the same grid) pairs.
         spacing: (x, y, z) voxel spacing in mm, for the aspect ratio.
@@ -97,13 +104,19 @@ def save_montage(path: str | os.PathLike, image: np.ndarray, maps: Sequence[tupl
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    _save(fig, path)
+    return figure_png(fig)
 
 
-def save_strip(path: str | os.PathLike, frames: Sequence[np.ndarray], labels: Sequence[str],
-               spacing: Sequence[float] = (1.0, 1.0, 1.0), centre: Sequence[int] | None = None,
-               title: str | None = None) -> None:
-    """A traversal strip: one column per frame, rows axial/coronal/sagittal through ``centre``
+def save_strip(path: str | os.PathLike, frames: Sequence[np.ndarray], labels: Sequence[str], *args, **options) -> None:
+    """Write :func:`strip_png` to ``path`` (atomically)."""
+    from AttriVAELib.atomic import write_bytes
+
+    write_bytes(path, strip_png(frames, labels, *args, **options))
+
+
+def strip_png(frames: Sequence[np.ndarray], labels: Sequence[str], spacing: Sequence[float] = (1.0, 1.0, 1.0),
+              centre: Sequence[int] | None = None, title: str | None = None) -> bytes:
+    """PNG bytes of a traversal strip: one column per frame, rows axial/coronal/sagittal through ``centre``
     (default: the middle of the grid), on a common grey window."""
     frames = [np.asarray(f, dtype=np.float32) for f in frames]
     if not frames:
@@ -128,12 +141,16 @@ def save_strip(path: str | os.PathLike, frames: Sequence[np.ndarray], labels: Se
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    _save(fig, path)
+    return figure_png(fig)
 
 
-def _save(fig, path: str | os.PathLike) -> None:
-    from AttriVAELib.atomic import write_bytes
+def new_figure(width: float, height: float):
+    """A standalone Agg figure of ``width`` × ``height`` inches."""
+    return _figure(width, height)
 
+
+def figure_png(fig, dpi: int = 90) -> bytes:
+    """PNG bytes of a matplotlib figure."""
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90)
-    write_bytes(path, buf.getvalue())
+    fig.savefig(buf, format="png", dpi=dpi)
+    return buf.getvalue()

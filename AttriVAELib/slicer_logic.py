@@ -89,6 +89,8 @@ SLICER_REQUIREMENTS = (
 MAX_TRAVERSAL_STEPS = 64
 #: Margin added on both sides of the training spread of a latent dim for its slider.
 SLIDER_MARGIN = 0.1
+#: Smallest half-width of a slider in latent units (a collapsed dim would otherwise have none).
+MIN_SLIDER_HALF_WIDTH = 0.5
 
 
 
@@ -536,7 +538,8 @@ class AttriVAESession:
 
         Regularized dims: the calibration knots (fitted on the training split's μ). Free dims:
         mean ± 3 SD of the training split's class statistics when they are cached with the
-        model, else ± 3 (the prior). The encoded value is always inside the range.
+        model, else ± 3 (the prior); at least ± 0.5 around the centre. The encoded value is
+        always inside the range.
         """
         model = self._require_model()
         n = model.latent_size
@@ -554,6 +557,9 @@ class AttriVAESession:
                 knots = model.calibration.knots_latent[k]
                 if len(knots) and np.ptp(knots) > 0:
                     lo[k], hi[k] = float(np.min(knots)), float(np.max(knots))
+        # A collapsed dim (μ nearly constant over the data) still gets a usable slider.
+        centre = (lo + hi) / 2
+        lo, hi = np.minimum(lo, centre - MIN_SLIDER_HALF_WIDTH), np.maximum(hi, centre + MIN_SLIDER_HALF_WIDTH)
         span = hi - lo
         lo, hi = lo - SLIDER_MARGIN * span, hi + SLIDER_MARGIN * span
         if self.encoding is not None:

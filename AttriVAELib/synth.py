@@ -22,24 +22,18 @@ cohort does not depend on the number of worker processes.
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import os
-import sys
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
 from AttriVAELib import __version__
-from AttriVAELib.atomic import atomic_dir, write_json, write_text
 from AttriVAELib.attributes import ATTRIBUTE_UNITS, shape_attributes
-from AttriVAELib.errors import ConfigError, InputError
-from AttriVAELib.io import Geometry, Volume, write_image
+from AttriVAELib.cohort_files import describe_cohort, write_cohort
+from AttriVAELib.errors import ConfigError
+from AttriVAELib.io import Geometry
 
 __all__ = [
     "ATTRIBUTES",
@@ -387,86 +381,6 @@ def to_stored_intensity(image: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(image * STORED_INTENSITY_SCALE), -32768, 32767).astype(np.int16)
 
 
-def _write_subjects(folder: str, indices: Sequence[int], size: int, seed: int) -> list[dict]:
-    """Worker task: render and write a batch of subjects; return their manifest rows."""
-    folder_path = Path(folder)
-    geometry = geometry_for_size(size)
-    rows = []
-    for index in indices:
-        row, image, wall, lesion = render_subject(index, size, seed)
-        name = f"{row['subject']}.nii.gz"
-        paths = {key: f"{sub}/{name}" for key, sub in (("image", "images"), ("mask", "masks"), ("lesion", "lesions"))}
-        write_image(Volume(to_stored_intensity(image), geometry), folder_path / paths["image"])
-        write_image(Volume(wall, geometry), folder_path / paths["mask"])
-        write_image(Volume(lesion, geometry), folder_path / paths["lesion"])
-        row.update(paths)
-        rows.append({column: row[column] for column in MANIFEST_COLUMNS})
-    return rows
-
-
-def _format(value: Any) -> str:
-    if isinstance(value, (float, np.floating)):
-        return f"{float(value):.6g}"
-    return str(value)
-
-
-def _manifest_text(rows: Iterable[dict]) -> str:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(MANIFEST_COLUMNS)
-    for row in rows:
-        writer.writerow([_format(row[column]) for column in MANIFEST_COLUMNS])
-    return buffer.getvalue()
-
-
-def _summary(rows: Sequence[dict], size: int, spacing: Sequence[float]) -> dict:
-    labels = [int(row["label"]) for row in rows]
-    attributes = {}
-    for name in ATTRIBUTES:
-        values = np.array([float(row[name]) for row in rows])
-        attributes[name] = {"min": float(values.min()), "mean": float(values.mean()), "max": float(values.max())}
-    return {
-        "n": len(rows),
-        "size": size,
-        "spacing": [float(s) for s in spacing],
-        "labels": {str(label): labels.count(label) for label in (0, 1)},
-        "attributes": attributes,
-    }
-
-
-def _batches(n: int, workers: int) -> list[list[int]]:
-    # Small enough for a smooth progress bar and load balance, large enough to amortize IPC.
-    batch = max(1, min(16, n // (8 * workers)))
-    return [list(range(start, min(n, start + batch))) for start in range(0, n, batch)]
-
-
-def _run(folder: Path, n: int, size: int, seed: int, workers: int, progress: bool) -> list[dict]:
-    """Render and write all subjects (in ``workers`` processes); return the rows in order."""
-    from tqdm import tqdm
-
-    batches = _batches(n, workers)
-    bar = partial(tqdm, total=n, desc="phantoms", unit="subject", file=sys.stderr, disable=not progress)
-    rows: list[dict] = []
-    if workers == 1:
-        with bar() as progress_bar:
-            for batch in batches:
-                rows.extend(_write_subjects(str(folder), batch, size, seed))
-                progress_bar.update(len(batch))
-        return rows
-    # Workers start (fork) on submit, before the progress bar starts its monitor thread.
-    executor = ProcessPoolExecutor(max_workers=workers)
-    try:
-        futures = [executor.submit(_write_subjects, str(folder), batch, size, seed) for batch in batches]
-        with bar() as progress_bar:
-            for future in futures:
-                batch_rows = future.result()
-                rows.extend(batch_rows)
-                progress_bar.update(len(batch_rows))
-    finally:
-        executor.shutdown(wait=True, cancel_futures=True)
-    return rows
-
-
 def generate_cohort(
     out: str | os.PathLike,
     n: int,
@@ -482,27 +396,13 @@ def generate_cohort(
     ``manifest.csv`` (:data:`MANIFEST_COLUMNS`, paths relative to it) and ``cohort.json``
     (generator parameters and the summary). A run that is interrupted leaves no ``out``.
     """
-    out = Path(out)
-    if n < 1:
-        raise ConfigError(f"n = {n}: the cohort needs at least one subject")
     if size < MIN_SIZE:
         raise ConfigError(f"size = {size} is too small for the phantoms (walls of 5 mm in a {FOV_MM[2]:g} mm "
                           f"field of view); use at least {MIN_SIZE}")
-    workers = max(1, min(int(workers or os.cpu_count() or 1), n))
-    if out.exists() and not overwrite:
-        raise ConfigError(f"{out}: already exists; pass --overwrite (overwrite=True) to replace it")
     geometry = geometry_for_size(size)
-    try:
-        with atomic_dir(out, overwrite=overwrite) as tmp:
-            for sub in ("images", "masks", "lesions"):
-                (tmp / sub).mkdir()
-            rows = _run(tmp, n, size, seed, workers, progress)
-            summary = _summary(rows, size, geometry.spacing)
-            write_text(tmp / "manifest.csv", _manifest_text(rows))
-            write_json(tmp / "cohort.json", _cohort_json(n, size, seed, geometry, summary))
-    except FileExistsError:
-        raise ConfigError(f"{out}: already exists; pass --overwrite (overwrite=True) to replace it") from None
-    return summary
+    return write_cohort(out, n, partial(render_subject, size=size, seed=seed), geometry, MANIFEST_COLUMNS,
+                        ATTRIBUTES, to_stored_intensity, lambda summary: _cohort_json(n, size, seed, geometry, summary),
+                        workers=workers, progress=progress, overwrite=overwrite, desc="phantoms")
 
 
 def _cohort_json(n: int, size: int, seed: int, geometry: Geometry, summary: dict) -> dict:
@@ -530,38 +430,6 @@ def _cohort_json(n: int, size: int, seed: int, geometry: Geometry, summary: dict
     }
 
 
-def _read_manifest_rows(path: Path) -> list[dict]:
-    with open(path, newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
-        missing = [c for c in ("label", *ATTRIBUTES) if c not in (reader.fieldnames or [])]
-        if missing:
-            raise InputError(f"{path}: not a phantom cohort manifest (missing columns {', '.join(missing)})")
-        return list(reader)
-
-
 def summarize_cohort(folder: str | os.PathLike) -> str:
-    """A short human-readable summary (counts, spacing, attribute ranges) of a cohort folder."""
-    folder = Path(folder)
-    manifest = folder / "manifest.csv"
-    if not manifest.is_file():
-        raise InputError(f"{folder}: no manifest.csv; not a phantom cohort folder")
-    rows = _read_manifest_rows(manifest)
-    if not rows:
-        raise InputError(f"{manifest}: has no subjects")
-    info_path = folder / "cohort.json"
-    info: dict = {}
-    if info_path.is_file():
-        info = json.loads(info_path.read_text(encoding="utf-8"))
-    spacing = info.get("spacing")
-    size = info.get("size")
-    summary = _summary(rows, size, spacing or [])
-    grid = f"{size}³ voxels of {' × '.join(f'{s:g}' for s in spacing)} mm" if size and spacing else "grid unknown"
-    labels = summary["labels"]
-    lines = [
-        f"phantom cohort {folder}: {summary['n']} subjects, {grid}, seed {info.get('seed', '?')}",
-        f"  labels: 0 (no lesion) = {labels['0']}, 1 (lesion) = {labels['1']}",
-        f"  {'attribute':<24}{'unit':>6}{'min':>10}{'mean':>10}{'max':>10}",
-    ]
-    for name, stats in summary["attributes"].items():
-        lines.append(f"  {name:<24}{ATTRIBUTES[name]:>6}{stats['min']:10.3f}{stats['mean']:10.3f}{stats['max']:10.3f}")
-    return "\n".join(lines)
+    """A short human-readable summary (counts, spacing, attribute ranges) of a phantom cohort folder."""
+    return describe_cohort(folder, ATTRIBUTES, "phantom", ("no lesion", "lesion"))

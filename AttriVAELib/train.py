@@ -542,16 +542,27 @@ def encode_split(model, meta: Mapping[str, Any], split_name: str) -> dict[str, n
 
 
 def add_calibration(run_dir: str | os.PathLike) -> None:
-    """Fit the latent → attribute calibration on the training split and store it in the model."""
+    """Store in the best model what inference needs without the training data: the latent →
+    attribute calibration and the per-class statistics of μ, both fitted on the training split."""
     from AttriVAELib.calibration import AttributeCalibration
+    from AttriVAELib.counterfactual import ClassStatistics
 
     model, tensors, meta = _load_best(run_dir)
     k = model.config.num_regularized
-    if k == 0:
+    has_classes = model.config.num_classes > 0 and len((meta.get("labels") or {}).get("names") or []) > 1
+    if k == 0 and not has_classes:
         return
     enc = encode_split(model, meta, "train")
-    names = meta["attributes"]["names"][:k]
-    meta["calibration"] = AttributeCalibration.fit(enc["mu"][:, :k], enc["attributes"][:, :k], names).to_dict()
+    if k:
+        names = meta["attributes"]["names"][:k]
+        meta["calibration"] = AttributeCalibration.fit(enc["mu"][:, :k], enc["attributes"][:, :k], names).to_dict()
+    if has_classes:
+        try:
+            stats = ClassStatistics.from_latents(enc["mu"].astype(np.float64), enc["labels"], meta["labels"]["names"],
+                                                 source=f"{meta['data']['manifest']} (train split, n={len(enc['mu'])})")
+            meta["class_statistics"] = stats.to_dict()
+        except ConfigError:  # a training split with one class: counterfactuals need explicit targets
+            pass
     save_checkpoint(run_dir, tensors, meta, name="model")
 
 

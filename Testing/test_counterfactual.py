@@ -99,11 +99,22 @@ def test_counterfactual_with_explicit_values_and_flip():
     np.testing.assert_array_equal(z[2:], enc.mu[2:])
 
 
+def _without_stored_statistics(path):
+    model = AttriVAEModel.load(path, device="cpu")
+    model.meta.pop("class_statistics")
+    return model
+
+
 def test_class_statistics_cached_and_class_mean_counterfactual(run_copy, tiny_cohort, monkeypatch):
-    model = AttriVAEModel.load(run_copy, device="cpu")
+    stored = AttriVAEModel.load(run_copy, device="cpu")
+    from_checkpoint = class_statistics(stored)  # stored at training time: no data needed
+    assert not (run_copy / CACHE_FILE).exists()
+    model = _without_stored_statistics(run_copy)
     stats = class_statistics(model)
     assert stats.means.shape == (2, 8) and stats.counts.sum() == len(json.loads(
         (tiny_cohort / "split.json").read_text())["subjects"]["train"])
+    np.testing.assert_allclose(from_checkpoint.means, stats.means, atol=1e-5)
+    np.testing.assert_array_equal(from_checkpoint.counts, stats.counts)
     cache = json.loads((run_copy / CACHE_FILE).read_text())
     assert cache["weights_sha256"] and "train" in cache
     # A fresh model object reads the cache instead of encoding the training split again.
@@ -113,7 +124,7 @@ def test_class_statistics_cached_and_class_mean_counterfactual(run_copy, tiny_co
         raise AssertionError("class statistics recomputed despite the cache")
 
     monkeypatch.setattr(cfmod, "_compute_class_statistics", no_compute)
-    again = class_statistics(AttriVAEModel.load(run_copy, device="cpu"))
+    again = class_statistics(_without_stored_statistics(run_copy))
     np.testing.assert_allclose(again.means, stats.means)
 
     enc = model.encode(sorted((tiny_cohort / "images").glob("*.nii.gz"))[0])
@@ -141,7 +152,7 @@ def test_select_dims():
 
 
 def test_missing_training_data(run_copy, tmp_path):
-    model = AttriVAEModel.load(run_copy, device="cpu")
+    model = _without_stored_statistics(run_copy)
     model.meta["data"] = {"manifest": str(tmp_path / "gone" / "manifest.csv")}
     model._cache.clear()
     (run_copy / CACHE_FILE).unlink(missing_ok=True)

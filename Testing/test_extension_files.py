@@ -35,6 +35,7 @@ SCHEMA_REQUIRED = {"$schema", "category", "scm_url"}
 # Written by the module author later (the Slicer module and its Qt Designer file). They must
 # be listed in AttriVAE/CMakeLists.txt now; only their existence check waits for them.
 WRITTEN_LATER = {"AttriVAE.py", "Resources/UI/AttriVAE.ui"}
+DEMO_MODEL_FILES = ("model.safetensors", "model.json", "README.md")
 
 
 # ---------------------------------------------------------------------------------- parsing
@@ -108,6 +109,7 @@ def test_every_listed_file_exists():
     resources = cmake_set(text, "MODULE_PYTHON_RESOURCES")
     assert "AttriVAE.py" in scripts and "${ATTRIVAE_LIB_BUILD_SCRIPTS}" in scripts
     assert {"Resources/Icons/AttriVAE.png", "Resources/UI/AttriVAE.ui"} <= set(resources)
+    assert {f"Resources/DemoModel/{f}" for f in DEMO_MODEL_FILES} <= set(resources)
     for name in [s for s in scripts if not s.startswith("$")] + resources:
         if name in WRITTEN_LATER and not (MODULE_DIR / name).exists():
             continue  # the module file and its .ui come later; they are listed already
@@ -197,7 +199,8 @@ def test_cmake_configure_installs_library_next_to_module(tmp_path):
             continue
         copied = Path(src)
         assert copied.is_file() and copied.read_bytes() == (LIB / dst.split("/", 1)[1]).read_bytes()
-    assert {dst for dst, _ in kinds["resource"]} == {"Resources/Icons/AttriVAE.png", "Resources/UI/AttriVAE.ui"}
+    assert {dst for dst, _ in kinds["resource"]} == {"Resources/Icons/AttriVAE.png", "Resources/UI/AttriVAE.ui",
+                                                     *(f"Resources/DemoModel/{f}" for f in DEMO_MODEL_FILES)}
 
 
 # ---------------------------------------------------------------------------------- descriptions

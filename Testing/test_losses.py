@@ -340,3 +340,18 @@ def test_get_preset_unknown_and_copy():
     p = get_preset("vae")
     p["loss"]["beta"] = 99.0
     assert get_preset("vae")["loss"]["beta"] == 1.0
+
+
+@pytest.mark.parametrize("name,size", [("brain_cpu", 64), ("brain_gpu", 128)])
+def test_brain_presets_build_models_at_their_size(name, size):
+    import torch
+
+    from AttriVAELib.model import AttriVAE
+
+    config = preset_configs(name, num_regularized=4, num_classes=2)[0]
+    assert config.input_size == size and config.latent_dim >= 32
+    model = AttriVAE(config).eval()
+    with torch.no_grad():
+        mu, logvar = model.encode(torch.rand(1, 1, size, size, size))
+        assert mu.shape == (1, config.latent_dim)
+        assert model.decode(mu).shape == (1, 1, size, size, size)

@@ -212,8 +212,8 @@ def test_channels_last_batchnorm_matches_native(dtype):
             assert "ChannelsLastBatchNorm" in type(y.grad_fn).__name__  # the fast path ran
             assert y.is_contiguous(memory_format=CL) and inp.grad.is_contiguous(memory_format=CL)
     if dtype == torch.float32:
-        for a, b in zip(results[0], results[1]):
-            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+        for a, b in zip(results[0], results[1]):  # sums over 2^20 voxels: the order depends on the thread count
+            torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4)
     else:
         for a, b, ref in zip(*results):
             err_ours, err_native = float((a - ref).abs().max()), float((b - ref).abs().max())

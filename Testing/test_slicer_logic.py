@@ -6,6 +6,7 @@ checkpoint (16³, latent 8, K = 4, binary classifier).
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import sys
 import time
@@ -460,3 +461,30 @@ def test_old_torch_counts_as_missing(monkeypatch):
     assert sl.missing_requirements() == [sl.TORCH_REQUIREMENT]
     monkeypatch.setattr(importlib.metadata, "version", lambda name: "2.10.0" if name == "torch" else real(name))
     assert sl.missing_requirements() == []
+
+
+def test_shipped_demo_model_works_offline(scene, monkeypatch):
+    """The extension's built-in model: found in the source tree, needs no training data."""
+    from AttriVAELib.synth import geometry_for_size, render_factors, sample_factors, to_stored_intensity
+
+    monkeypatch.delenv(sl.DEMO_MODEL_ENV, raising=False)
+    folder = sl.find_demo_model()
+    assert folder == ROOT / "AttriVAE" / "Resources" / "DemoModel"
+    session = AttriVAESession(scene)
+    session.load_model("demo", "cpu")
+    model = session.model
+    assert "manifest" not in model.meta["data"] and model.meta.get("class_statistics")
+    assert model.attribute_names == ["volume_ml", "max_axial_diameter_mm", "wall_thickness_mm", "lesion_volume_ml"]
+    # A phantom with a large lesion, as the cohort stores it (int16 × 1000) on its 64³ grid.
+    f = next(sample_factors(i, seed=11) for i in range(100) if sample_factors(i, seed=11).label == 1)
+    f = dataclasses.replace(f, lesion_radius_mm=13.0)
+    image = Volume(to_stored_intensity(render_factors(f, 64)[0]).astype(np.float32), geometry_for_size(64))
+    node = mrml.update_volume_node(scene, image, "phantom", role="input")
+    summary = session.encode(node)
+    probabilities = list(summary["probabilities"].values()) if isinstance(summary.get("probabilities"), dict) \
+        else list(session.encoding.probabilities)
+    assert probabilities[1] > 0.5
+    difference = session.counterfactual("other_class")
+    assert session.last_counterfactual["method"] == "class_mean"
+    assert_same_grid(difference, node)
+    assert np.abs(mrml.volume_from_node(difference).array).max() > 0

@@ -1,6 +1,7 @@
 """Render the README's pictures from real outputs (not part of the test suite).
 
-    python scripts/make_readme_figures.py --cohort demo/cohort --out Resources/Screenshots
+    python scripts/make_readme_figures.py --cohort demo/cohort [--report demo/report/report.html] \
+        [--out Resources/Screenshots]
 """
 
 from __future__ import annotations
@@ -43,13 +44,29 @@ def phantom_montage(cohort: Path, out: Path, n: int = 8) -> Path:
     return path
 
 
+def report_picture(report: Path, out: Path, section: str = "Grad-CAM") -> Path:
+    """Save the first picture of ``section`` of an evaluation report as ``report.png``."""
+    import base64
+    import re
+
+    page = report.read_text(encoding="utf-8")
+    start = page.index(f"<h2>{section}</h2>")
+    data = re.search(r"src='data:image/png;base64,([^']+)'", page[start:]).group(1)
+    path = out / "report.png"
+    path.write_bytes(base64.b64decode(data))
+    return path
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--cohort", type=Path, required=True)
+    parser.add_argument("--report", type=Path, help="an evaluation report.html to take the Grad-CAM picture from")
     parser.add_argument("--out", type=Path, default=Path("Resources/Screenshots"))
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     print(phantom_montage(args.cohort, args.out))
+    if args.report:
+        print(report_picture(args.report, args.out))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,178 @@
+"""Evaluation: classification intervals, localization scores, traversal fidelity, the report and compare."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+
+import numpy as np
+import pytest
+
+from AttriVAELib.cli import main as cli_main
+from AttriVAELib.errors import ConfigError, InputError
+from AttriVAELib.evaluation import (EvaluationSettings, classification_scores, map_localization, measure_shell,
+                                    segment_shell, traversal_fidelity)
+from AttriVAELib.io import Volume
+from AttriVAELib.synth import geometry_for_size, render_factors, sample_factors
+
+SIZE = 48
+
+
+class RenderingDecoder:
+    """The known-good case: latent dim k sets generating factor k of a phantom exactly.
+
+    ``leak`` couples the thickness to the diameter dim (a known-bad, entangled decoder);
+    ``frozen`` ignores the latent altogether.
+    """
+
+    attribute_names = ["volume_ml", "max_axial_diameter_mm", "wall_thickness_mm"]
+    fields = ["outer_volume_ml", "diameter_mm", "thickness_mm"]
+
+    def __init__(self, leak: bool = False, frozen: bool = False) -> None:
+        self.leak, self.frozen = leak, frozen
+
+    def traverse(self, factors, k, values):
+        frames = []
+        for v in values:
+            change = {} if self.frozen else {self.fields[k]: float(v)}
+            if self.leak and k == 1 and not self.frozen:
+                change["thickness_mm"] = 5.0 + (float(v) - 44.0) * 0.4
+            frames.append(render_factors(dataclasses.replace(factors, **change), SIZE)[0])
+        return frames
+
+    def to_input_grid(self, array, _factors):
+        return Volume(np.asarray(array, np.float32), geometry_for_size(SIZE))
+
+
+def _healthy_factors():
+    f = next(sample_factors(i, seed=5) for i in range(50) if sample_factors(i, seed=5).label == 0)
+    return dataclasses.replace(f, outer_volume_ml=72.0, diameter_mm=50.0, thickness_mm=7.0, noise_sd=0.01)
+
+
+RANGES = {0: (60.0, 84.0), 1: (45.0, 55.0), 2: (5.5, 9.5)}
+
+
+def test_traversal_fidelity_known_good_case():
+    result = traversal_fidelity(RenderingDecoder(), [_healthy_factors()], measure_shell, RANGES, steps=5)
+    assert set(result) == set(RenderingDecoder.attribute_names)
+    for name, row in result.items():
+        assert row["rho_median"] >= 0.9, (name, row)
+        assert row["subjects"] == 1
+
+
+def test_traversal_fidelity_catches_leakage_and_a_frozen_decoder():
+    leaky = traversal_fidelity(RenderingDecoder(leak=True), [_healthy_factors()], measure_shell, {1: RANGES[1]},
+                               steps=5)
+    row = leaky["max_axial_diameter_mm"]
+    assert row["rho_median"] >= 0.9
+    assert row["leakage_max_attribute"] == "wall_thickness_mm" and row["leakage_median"] >= 0.9
+    frozen = traversal_fidelity(RenderingDecoder(frozen=True), [_healthy_factors()], measure_shell, RANGES, steps=5)
+    assert all(abs(r["rho_median"]) < 0.5 for r in frozen.values())
+
+
+def test_shell_segmentation_measures_the_phantom():
+    f = _healthy_factors()
+    image, wall, _ = render_factors(f, SIZE)
+    seg = segment_shell(image)
+    dice = 2 * (seg & (wall > 0)).sum() / (seg.sum() + (wall > 0).sum())
+    assert dice > 0.8
+    measured = measure_shell(Volume(image, geometry_for_size(SIZE)))
+    assert measured["volume_ml"] == pytest.approx(72.0, rel=0.08)
+    assert measured["wall_thickness_mm"] == pytest.approx(7.0, rel=0.2)
+    assert measure_shell(Volume(np.zeros((SIZE,) * 3, np.float32), geometry_for_size(SIZE))) is None
+
+
+def test_classification_scores_and_intervals():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 200)
+    perfect = np.stack([1 - y, y], 1).astype(float)
+    s = classification_scores(y, perfect, n_boot=200)
+    assert s["auc"]["value"] == 1.0 and s["accuracy"]["value"] == 1.0 and s["auc"]["ci95"] == [1.0, 1.0]
+    p = rng.random(200)
+    noise = classification_scores(y, np.stack([1 - p, p], 1), n_boot=200)
+    lo, hi = noise["auc"]["ci95"]
+    assert lo < noise["auc"]["value"] < hi and lo < 0.5 < hi and hi - lo < 0.3
+    assert classification_scores(np.r_[y, -1], np.r_[perfect, [[0.5, 0.5]]], n_boot=10)["n"]["value"] == 200
+    with pytest.raises(InputError):
+        classification_scores(np.full(3, -1), np.full((3, 2), 0.5))
+
+
+def test_map_localization():
+    region = np.zeros((10, 10, 10), bool)
+    region[2:4, 2:4, 2:4] = True
+    inside = region.astype(float)
+    good = map_localization(inside, region)
+    assert good["mass_ratio"] == pytest.approx(1 / region.mean()) and good["pointing"] == 1.0
+    assert good["ncc"] == pytest.approx(1.0)
+    flat = map_localization(np.ones_like(inside), region)
+    assert flat["mass_ratio"] == pytest.approx(1.0) and flat["ncc"] == pytest.approx(0.0)
+    away = np.zeros_like(inside)
+    away[7:, 7:, 7:] = 1
+    far = map_localization(away, region)
+    assert far["mass_ratio"] == 0.0 and far["pointing"] == 0.0 and far["ncc"] < 0
+    assert map_localization(np.zeros_like(inside), region) is None
+
+
+def test_settings_are_checked():
+    with pytest.raises(ConfigError, match="traversal_steps"):
+        EvaluationSettings(traversal_steps=1)
+    with pytest.raises(ConfigError, match="bootstrap"):
+        EvaluationSettings(bootstrap=-1)
+
+
+def test_evaluate_writes_metrics_and_a_self_contained_report(tiny_run, tmp_path, capsys):
+    out = tmp_path / "eval"
+    rc = cli_main(["evaluate", "--model", str(tiny_run), "--out", str(out), "--split", "train",
+                   "--traversal-subjects", "1", "--localization-subjects", "2", "--bootstrap", "50",
+                   "--device", "cpu"])
+    assert rc == 0, capsys.readouterr().err
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["split"] == "train" and metrics["cohort_kind"] == "phantom"
+    for key in ("interpretability", "mig", "sap", "scc", "modularity", "auc", "ssim", "dice"):
+        assert key in metrics["headline"], key
+        assert np.isfinite(metrics["headline"][key])
+    assert set(metrics["localization"]) >= {"lesion_attribute_gradcam", "classifier_gradcam",
+                                            "counterfactual_difference", "integrated_gradients"}
+    assert metrics["classification"]["auc"]["ci95"][0] <= metrics["classification"]["auc"]["value"]
+    page = (out / "report.html").read_text()
+    sources = re.findall(r"src='([^']*)'", page)
+    assert len(sources) >= 5 and all(s.startswith("data:image/png;base64,") for s in sources)
+    assert "http://" not in page and "https://" not in page
+    for section in ("Latent space", "Traversals", "Grad-CAM", "Reconstructions", "Training curves"):
+        assert f"<h2>{section}</h2>" in page
+    assert "report.html" in capsys.readouterr().out
+
+
+def test_evaluate_bad_input_is_one_line(tiny_run, tmp_path, capsys):
+    rc = cli_main(["evaluate", "--model", str(tmp_path / "nope"), "--out", str(tmp_path / "e")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "model not found" in err[0]
+    bad = tmp_path / "other.csv"
+    bad.write_text("subject,image\n")
+    rc = cli_main(["evaluate", "--model", str(tiny_run), "--data", str(bad), "--out", str(tmp_path / "e")])
+    assert rc == 2 and len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_compare_trains_each_method_and_writes_the_table(tiny_cohort, tmp_path, capsys):
+    config = tmp_path / "budget.yaml"
+    config.write_text("model: {input_size: 16, latent_dim: 8, width: 0.5}\noptim: {batch_size: 8}\n"
+                      "train: {precision: fp32}\n")
+    out = tmp_path / "cmp"
+    args = ["compare", "--data", str(tiny_cohort), "--out", str(out), "--seeds", "2", "--methods",
+            "beta_vae,attri_vae", "--epochs", "1", "--config", str(config), "--split", "train",
+            "--traversal-subjects", "0", "--localization-subjects", "1", "--bootstrap", "20"]
+    assert cli_main(args) == 0, capsys.readouterr().err
+    table = json.loads((out / "comparison.json").read_text())
+    assert set(table["runs"]) == {"beta_vae-seed0", "beta_vae-seed1", "attri_vae-seed0", "attri_vae-seed1"}
+    assert "auc" not in table["table"]["beta_vae"] and "auc" in table["table"]["attri_vae"]
+    mean, sd = table["table"]["attri_vae"]["interpretability"]
+    assert 0 <= mean <= 1 and sd >= 0
+    md = (out / "comparison.md").read_text()
+    assert "| β-VAE |" in md and "| Attri-VAE |" in md and " ± " in md
+    assert (out / "comparison.html").read_text().startswith("<!DOCTYPE html>")
+    # A rerun reuses the finished runs (no training): same table.
+    before = (out / "runs" / "attri_vae-seed0" / "model.safetensors").stat().st_mtime_ns
+    assert cli_main(args) == 0
+    assert (out / "runs" / "attri_vae-seed0" / "model.safetensors").stat().st_mtime_ns == before
+    assert json.loads((out / "comparison.json").read_text())["table"] == table["table"]
