@@ -90,6 +90,7 @@ from AttriVAELib.synth import subject_id, to_stored_intensity
 
 __all__ = [
     "ATTRIBUTES",
+    "ATTRIBUTE_REGIONS",
     "BrainFactors",
     "FOV_MM",
     "MANIFEST_COLUMNS",
@@ -104,6 +105,8 @@ __all__ = [
     "sample_factors",
     "summarize_brain_cohort",
     "template_paths",
+    "TISSUE_FOLDER",
+    "TISSUE_LABELS",
 ]
 
 FORMAT_VERSION = 1
@@ -856,7 +859,18 @@ def _factor_row(f: BrainFactors, applied: dict[str, float]) -> dict[str, float]:
 # Rendering
 
 
-_RENDER_NAMES = ("t1", "gm", "wm", "pial", "white")
+_RENDER_NAMES = ("t1", "gm", "wm", "vent", "pial", "white")
+
+#: Labels of the ``tissues/`` maps: the hard tissue class of each voxel.
+TISSUE_LABELS = {"csf": 1, "gm": 2, "wm": 3, "ventricles": 4, "lesion": 5}
+TISSUE_FOLDER = "tissues"
+#: Tissue labels where each attribute lives (for scoring attention maps).
+ATTRIBUTE_REGIONS = {
+    "brain_volume_ml": ("csf", "gm", "wm", "ventricles", "lesion"),
+    "ventricle_volume_ml": ("ventricles",),
+    "cortical_thickness_mm": ("gm",),
+    "lesion_load_ml": ("lesion",),
+}
 
 
 def _blur_sigma(geometry: Geometry) -> tuple[float, float, float]:
@@ -893,15 +907,27 @@ def _lesion_mask(lesion: np.ndarray, wm: np.ndarray, mask: np.ndarray, centres: 
 
 def render_factors(f: BrainFactors, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Render (T1 image float32 with WM ≈ gain, brain mask uint8, lesion mask uint8) at size³."""
-    return _render(f, _Warp(_anatomy(f), _template()), size)
+    return _render(f, _Warp(_anatomy(f), _template()), size)[:3]
 
 
-def _render(f: BrainFactors, warp: _Warp, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _tissue_labels(maps: dict[str, np.ndarray], gm: np.ndarray, lesion_mask: np.ndarray) -> np.ndarray:
+    """Hard tissue classes (:data:`TISSUE_LABELS`) inside the brain mask: the largest fraction."""
+    vent = np.clip(maps["vent"], 0.0, 1.0)
+    wm = np.clip(maps["wm"] - vent, 0.0, 1.0)
+    csf = np.clip(maps["mask"] - gm - wm - vent, 0.0, 1.0)
+    classes = np.array([TISSUE_LABELS[name] for name in ("csf", "gm", "wm", "ventricles")], dtype=np.uint8)
+    labels = classes[np.argmax(np.stack([csf, gm, wm, vent]), axis=0)]
+    labels[lesion_mask > 0] = TISSUE_LABELS["lesion"]
+    labels[maps["mask"] < 0.5] = 0
+    return labels
+
+
+def _render(f: BrainFactors, warp: _Warp, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     geometry = geometry_for_size(size)
     template = _template()
     anatomy = warp.anatomy
     sub, box, maps = _sample_maps(warp, geometry, _smoothed_maps(_blur_sigma(geometry)), _RENDER_NAMES)
-    _, removed = _thin(maps, anatomy.thinning_mm)
+    thinned, removed = _thin(maps, anatomy.thinning_mm)
     lesion = _lesions(warp, sub)
     t1 = (maps["t1"] + removed * np.float32(template.csf_intensity - template.gm_intensity)
           - lesion * maps["wm"] * np.float32(1.0 - f.lesion_intensity))
@@ -916,7 +942,9 @@ def _render(f: BrainFactors, warp: _Warp, size: int) -> tuple[np.ndarray, np.nda
     image *= mask  # skull-stripped
     lesion_mask = np.zeros(geometry.shape, dtype=np.uint8)
     lesion_mask[box] = _lesion_mask(lesion, maps["wm"], maps["mask"], warp.lesion_centres, sub)
-    return image, (mask >= 0.5).astype(np.uint8), lesion_mask
+    tissues = np.zeros(geometry.shape, dtype=np.uint8)
+    tissues[box] = _tissue_labels(maps, thinned, lesion_mask[box])
+    return image, (mask >= 0.5).astype(np.uint8), lesion_mask, tissues
 
 
 def measure_factors(f: BrainFactors) -> dict[str, float]:
@@ -924,19 +952,20 @@ def measure_factors(f: BrainFactors) -> dict[str, float]:
     return _measure_warp(_Warp(_anatomy(f), _template()))
 
 
-def render_subject(index: int, size: int, seed: int) -> tuple[dict, np.ndarray, np.ndarray, np.ndarray]:
-    """(row, image, brain mask, lesion mask) of subject ``index``: a pure function.
+def render_subject(index: int, size: int, seed: int
+                   ) -> tuple[dict, np.ndarray, np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """(row, image, brain mask, lesion mask, {"tissues": tissue labels}) of subject ``index``: a pure function.
 
     ``row`` holds the manifest columns except the file paths: ``subject``, ``label``, the
     measured attributes, ``meta_*`` and ``factor_*``. Arrays are (z, y, x) = size³.
     """
     f = sample_factors(index, seed)
     warp = _Warp(_anatomy(f), _template())
-    image, mask, lesion = _render(f, warp, size)
+    image, mask, lesion, tissues = _render(f, warp, size)
     row: dict[str, Any] = {"subject": subject_id(index), "label": f.label}
     row.update(_measure_warp(warp))
     row.update(_factor_row(f, applied_changes(f)))
-    return row, image, mask, lesion
+    return row, image, mask, lesion, {TISSUE_FOLDER: tissues}
 
 
 # --------------------------------------------------------------------------------------
@@ -960,7 +989,7 @@ def generate_brain_cohort(
     """Write ``n`` synthetic brains at ``size``³ into ``out`` (atomically); return ``out``.
 
     ``out`` receives ``images/`` (int16 T1, 1000 ≈ white matter), ``masks/`` (brain masks),
-    ``lesions/`` (``sub-0000.nii.gz`` …), ``manifest.csv`` (:data:`MANIFEST_COLUMNS`, paths
+    ``lesions/``, ``tissues/`` (tissue labels, :data:`TISSUE_LABELS`) (``sub-0000.nii.gz`` …), ``manifest.csv`` (:data:`MANIFEST_COLUMNS`, paths
     relative to it) and ``cohort.json``. A run that is interrupted leaves no ``out``.
     """
     out = Path(out)
@@ -978,7 +1007,8 @@ def generate_brain_cohort(
     _smoothed_maps(_blur_sigma(geometry))
     write_cohort(out, n, functools.partial(render_subject, size=size, seed=seed), geometry, MANIFEST_COLUMNS,
                  ATTRIBUTES, to_stored_intensity, lambda summary: _cohort_json(n, size, seed, geometry, summary),
-                 workers=workers, progress=progress, overwrite=overwrite, desc="brains", largest_batch=8)
+                 workers=workers, progress=progress, overwrite=overwrite, desc="brains", largest_batch=8,
+                 extra_folders=(TISSUE_FOLDER,))
     return out
 
 
@@ -1023,6 +1053,9 @@ def _cohort_json(n: int, size: int, seed: int, geometry: Geometry, summary: dict
         "ranges": {name: list(bounds) for name, bounds in RANGES.items()},
         "lesion_probability": LESION_PROBABILITY,
         "label": {"0": "no lesion", "1": "white-matter lesions (hypointense on T1)"},
+        "tissues": {"folder": TISSUE_FOLDER, "labels": TISSUE_LABELS},
+        "attribute_regions": {name: {"folder": TISSUE_FOLDER, "labels": [TISSUE_LABELS[t] for t in tissues]}
+                              for name, tissues in ATTRIBUTE_REGIONS.items()},
         "attributes": {
             name: {"unit": unit, "description": ATTRIBUTE_DESCRIPTIONS[name]} for name, unit in ATTRIBUTES.items()
         },

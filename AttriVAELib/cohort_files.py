@@ -1,9 +1,10 @@
 """Writing a generated cohort to disk: what the phantom and brain generators share.
 
-A generator supplies ``render(index) -> (row, image, mask, lesion)`` (a picklable, pure
-function of the subject index); :func:`write_cohort` renders the subjects in worker
-processes, writes ``images/``, ``masks/``, ``lesions/`` (``sub-0000.nii.gz`` …), the manifest
-and ``cohort.json`` into an atomically created folder, and returns the summary.
+A generator supplies ``render(index) -> (row, image, mask, lesion[, extra])`` (a picklable,
+pure function of the subject index; ``extra`` maps further folder names to label maps);
+:func:`write_cohort` renders the subjects in worker processes, writes ``images/``, ``masks/``,
+``lesions/`` and the extra folders (``sub-0000.nii.gz`` …), the manifest and ``cohort.json``
+into an atomically created folder, and returns the summary.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from AttriVAELib.io import Geometry, Volume, write_image
 
 __all__ = ["cohort_summary", "describe_cohort", "manifest_text", "positive_int", "write_cohort"]
 
-Render = Callable[[int], "tuple[dict, np.ndarray, np.ndarray, np.ndarray]"]
+Render = Callable[[int], tuple]
 _FOLDERS = (("image", "images"), ("mask", "masks"), ("lesion", "lesions"))
 
 
@@ -74,11 +75,13 @@ def _write_subjects(folder: str, indices: Sequence[int], render: Render, geometr
     """Worker task: render and write a batch of subjects; return their manifest rows."""
     rows = []
     for index in indices:
-        row, image, mask, lesion = render(index)
+        row, image, mask, lesion, *rest = render(index)
         name = f"{row['subject']}.nii.gz"
         paths = {key: f"{sub}/{name}" for key, sub in _FOLDERS}
         for key, array in (("image", to_stored(image)), ("mask", mask), ("lesion", lesion)):
             write_image(Volume(array, geometry), Path(folder) / paths[key])
+        for sub, array in (rest[0] if rest else {}).items():
+            write_image(Volume(array, geometry), Path(folder) / sub / name)
         row.update(paths)
         rows.append({column: row[column] for column in columns})
     return rows
@@ -121,16 +124,19 @@ def _render_all(folder: Path, n: int, task: Callable[..., list[dict]], workers: 
 def write_cohort(out: str | os.PathLike, n: int, render: Render, geometry: Geometry, columns: Sequence[str],
                  attributes: Iterable[str], to_stored: Callable[[np.ndarray], np.ndarray],
                  cohort_json: Callable[[dict], dict], *, workers: int | None = None, progress: bool = True,
-                 overwrite: bool = False, desc: str = "subjects", largest_batch: int = 16) -> dict:
+                 overwrite: bool = False, desc: str = "subjects", largest_batch: int = 16,
+                 extra_folders: Sequence[str] = ()) -> dict:
     """Render ``n`` subjects and write the cohort folder ``out`` atomically; return the summary.
 
     Args:
-        render: subject index → (manifest row without paths, image, mask, lesion), (z, y, x).
+        render: subject index → (manifest row without paths, image, mask, lesion[, {folder: array}]),
+            arrays (z, y, x).
         geometry: the grid every volume is written on.
         columns: manifest columns, in order.
         attributes: attribute columns summarized.
         to_stored: float image → the stored array (e.g. int16 scanner-like values).
         cohort_json: summary → contents of ``cohort.json``.
+        extra_folders: the folders of ``render``'s extra arrays (not in the manifest).
 
     Raises:
         ConfigError: ``n`` < 1, or ``out`` exists and ``overwrite`` is false.
@@ -144,7 +150,7 @@ def write_cohort(out: str | os.PathLike, n: int, render: Render, geometry: Geome
     task = partial(_write_subjects, render=render, geometry=geometry, columns=list(columns), to_stored=to_stored)
     try:
         with atomic_dir(out, overwrite=overwrite) as tmp:
-            for _, sub in _FOLDERS:
+            for sub in (*(sub for _, sub in _FOLDERS), *extra_folders):
                 (tmp / sub).mkdir()
             rows = _render_all(tmp, n, task, workers, progress, desc, largest_batch)
             summary = cohort_summary(rows, attributes, geometry.size[0], geometry.spacing)

@@ -27,6 +27,7 @@ OPTIM_DEFAULTS: dict[str, Any] = {"lr": 1e-4, "batch_size": 16, "weight_decay": 
 TRAIN_DEFAULTS: dict[str, Any] = {
     "epochs": 100,
     "patience": 0,  # early stopping on the validation loss; 0 = off
+    "max_minutes": 0,  # stop after the epoch that reaches this wall time; 0 = off
     "val_every": 1,
     "seed": 0,
     "device": "auto",  # auto | cpu | cuda | cuda:N
@@ -122,6 +123,8 @@ def _validate_numbers(config: dict) -> None:
         raise ConfigError(f"optim.batch_size must be at least 2 (the attribute loss compares pairs), got {optim['batch_size']}")
     if int(train["epochs"]) < 1:
         raise ConfigError(f"train.epochs must be at least 1, got {train['epochs']}")
+    if float(train["max_minutes"]) < 0:
+        raise ConfigError(f"train.max_minutes must be >= 0, got {train['max_minutes']}")
     if int(train["patience"]) < 0:
         raise ConfigError(f"train.patience must be >= 0, got {train['patience']}")
     if train["precision"] not in ("auto", "bf16", "fp32"):

@@ -11,6 +11,9 @@
 * **Localization** of every explanation map on subjects with a lesion: the map's mass inside
   the lesion mask dilated by one voxel divided by the share a uniform map puts there, the
   pointing game (is the peak inside?) and the normalized cross-correlation with the mask.
+* **Attribute attention** where the cohort saves where each attribute lives (the brain
+  cohort's ``tissues/`` maps): the mass of each attribute's Grad-CAM inside its region
+  divided by a uniform map's, over the whole image and over the brain (foreground) only.
 
 Traversal fidelity and the Dice need to know how to segment and measure a decoded volume,
 which depends on the cohort: :data:`COHORT_KINDS` maps a cohort's generator (its
@@ -22,7 +25,7 @@ from __future__ import annotations
 import json
 import os
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -31,11 +34,12 @@ from scipy import ndimage as ndi
 from scipy.stats import spearmanr
 
 from AttriVAELib.errors import ConfigError, InputError
-from AttriVAELib.io import Volume, read_mask
+from AttriVAELib.io import Volume, read_image, read_mask
 from AttriVAELib.manifest import SPLIT_FILE, Manifest, Record, load_manifest, load_split
 
 __all__ = [
     "COHORT_KINDS",
+    "AttributeRegion",
     "CohortKind",
     "EvaluationSettings",
     "classification_scores",
@@ -46,6 +50,7 @@ __all__ = [
     "map_localization",
     "measure_shell",
     "reconstruction_scores",
+    "region_attention",
     "segment_foreground",
     "segment_shell",
     "traversal_fidelity",
@@ -97,6 +102,17 @@ def segment_foreground(array: np.ndarray) -> np.ndarray:
 
 
 @dataclass(frozen=True)
+class AttributeRegion:
+    """Where an attribute lives: labels of per-subject label maps ``<root>/<folder>/<subject>.nii.gz``."""
+
+    folder: str
+    labels: tuple[int, ...]
+
+    def path(self, manifest: Manifest, subject: str) -> Path:
+        return manifest.root / self.folder / f"{subject}.nii.gz"
+
+
+@dataclass(frozen=True)
 class CohortKind:
     """How to segment a (decoded) image of a cohort and re-measure its shape attributes.
 
@@ -104,32 +120,64 @@ class CohortKind:
         name: short name, e.g. ``"phantom"``.
         segment: (N, N, N) image in [0, 1] → boolean mask comparable to the manifest's mask.
         measure: a volume with physical geometry → {attribute: value}, None when it fails.
+        regions: attribute → where it lives, for scoring its attention map.
     """
 
     name: str
     segment: Segment
     measure: Measure | None = None
+    regions: Mapping[str, AttributeRegion] = field(default_factory=dict)
 
 
-COHORT_KINDS: dict[str, Callable[[], CohortKind]] = {
-    "AttriVAELib.synth": lambda: CohortKind("phantom", segment_shell, measure_shell),
-    # Re-measuring ventricles and cortical thickness on a decoded T1 needs a tissue segmentation
-    # that is not written yet: brain cohorts get the brain-mask Dice, no traversal fidelity.
-    "AttriVAELib.brain": lambda: CohortKind("brain", segment_foreground, None),
+def _training_subjects(manifest: Manifest, limit: int) -> list[str]:
+    """Up to ``limit`` subjects of the training split (all subjects without a saved split)."""
+    records = manifest.records
+    if (manifest.root / SPLIT_FILE).exists():
+        records = manifest.subset(load_split(manifest, create=False).get("train", []))
+    return [r.subject for r in records[:limit]]
+
+
+def _regions(info: Mapping[str, Any]) -> dict[str, AttributeRegion]:
+    return {name: AttributeRegion(str(spec["folder"]), tuple(int(v) for v in spec["labels"]))
+            for name, spec in (info.get("attribute_regions") or {}).items()}
+
+
+def _brain_kind(manifest: Manifest, info: Mapping[str, Any]) -> CohortKind:
+    """Brain cohorts: T1 re-measured with the template's intensity levels and an atlas of the
+    training subjects' ventricles (from ``tissues/``)."""
+    from AttriVAELib.brain_measure import DEFAULT_LEVELS, BrainMeasure, VentricleAtlas
+
+    template = info.get("template") or {}
+    levels = (float(template.get("intensity_csf", DEFAULT_LEVELS[0])),
+              float(template.get("intensity_gm", DEFAULT_LEVELS[1])))
+    tissues = info.get("tissues") or {}
+    atlas = None
+    if tissues:
+        label = int(tissues["labels"]["ventricles"])
+        paths = [manifest.root / tissues["folder"] / f"{s}.nii.gz" for s in _training_subjects(manifest, 60)]
+        maps = [read_image(p, dtype=np.int16).array for p in paths if p.exists()]
+        if maps:
+            atlas = VentricleAtlas.from_label_maps((m > 0, m == label) for m in maps)
+    return CohortKind("brain", segment_foreground, BrainMeasure(levels, atlas), _regions(info))
+
+
+COHORT_KINDS: dict[str, Callable[[Manifest, Mapping[str, Any]], CohortKind]] = {
+    "AttriVAELib.synth": lambda manifest, info: CohortKind("phantom", segment_shell, measure_shell),
+    "AttriVAELib.brain": _brain_kind,
 }
 
 
 def cohort_kind(manifest: Manifest) -> CohortKind:
     """The kind of the manifest's cohort (from ``cohort.json``); generic foreground otherwise."""
-    info = manifest.root / "cohort.json"
-    generator = None
-    if info.exists():
+    path = manifest.root / "cohort.json"
+    info: dict[str, Any] = {}
+    if path.exists():
         try:
-            generator = json.loads(info.read_text()).get("generator")
+            info = json.loads(path.read_text())
         except (OSError, ValueError):
-            generator = None
-    factory = COHORT_KINDS.get(generator or "")
-    return factory() if factory else CohortKind("generic", segment_foreground, None)
+            info = {}
+    factory = COHORT_KINDS.get(info.get("generator") or "")
+    return factory(manifest, info) if factory else CohortKind("generic", segment_foreground, None)
 
 
 # --------------------------------------------------------------------------- settings
@@ -362,6 +410,62 @@ def localization_scores(model, encodings: Sequence, lesions: Sequence[np.ndarray
     return out
 
 
+def _region_ratios(m: np.ndarray, region: np.ndarray, foreground: np.ndarray) -> tuple[float, float, float, float]:
+    """(ratio vs uniform, ratio vs uniform in the foreground, mass share, volume share); 0 for an empty map."""
+    m = np.asarray(m, np.float64)
+    total, inside_fg = m.sum(), m[foreground].sum()
+    share = m[region].sum() / total if total > 0 else 0.0
+    volume_share = float(region.mean())
+    fg_share = m[region & foreground].sum() / inside_fg if inside_fg > 0 else 0.0
+    fg_volume_share = (region & foreground).sum() / max(int(foreground.sum()), 1)
+    return share / volume_share, fg_share / max(fg_volume_share, 1e-12), share, volume_share
+
+
+def region_attention(model, encodings: Sequence, regions: Sequence[Mapping[str, np.ndarray]],
+                     foregrounds: Sequence[np.ndarray]) -> dict[str, dict[str, Any]]:
+    """How much of each attribute's Grad-CAM falls where the attribute lives.
+
+    Two maps per attribute: the usual Grad-CAM (ReLU: the evidence that raises the dim; it is
+    empty when no feature does) and |signed Grad-CAM| (evidence either way).
+
+    Args:
+        encodings: the subjects.
+        regions: per subject, attribute → boolean region on the model grid.
+        foregrounds: per subject, the boolean foreground (e.g. brain) on the model grid.
+
+    Returns:
+        attribute → map (``"gradcam"``, ``"abs_signed_gradcam"``) → ``{"ratio_vs_uniform_median"``
+        (mass share in the region / its volume share), ``"ratio_vs_uniform_in_foreground_median"``
+        (the same within the foreground), ``"share_above_uniform"``, ``"mass_share_median"``,
+        ``"region_share_median"``, ``"empty_maps"``, ``"subjects"}``.
+    """
+    from AttriVAELib.commands_explain import explain_encoding
+
+    rows: dict[tuple[str, str], list[tuple[float, ...]]] = {}
+    for enc, subject_regions, foreground in zip(encodings, regions, foregrounds):
+        variants = {"gradcam": explain_encoding(model, enc, counterfactual=False).attribute_maps,
+                    "abs_signed_gradcam": {n: np.abs(m) for n, m in explain_encoding(
+                        model, enc, counterfactual=False, relu=False).attribute_maps.items()}}
+        for variant, maps in variants.items():
+            for name, region in subject_regions.items():
+                m = maps.get(name)
+                if m is None or not region.any():
+                    continue
+                rows.setdefault((name, variant), []).append(
+                    (*_region_ratios(m, region, foreground), float(not np.any(m > 0))))
+    out: dict[str, dict[str, Any]] = {}
+    for (name, variant), values in rows.items():
+        v = np.array(values)
+        out.setdefault(name, {})[variant] = {
+            "ratio_vs_uniform_median": float(np.median(v[:, 0])),
+            "ratio_vs_uniform_in_foreground_median": float(np.median(v[:, 1])),
+            "share_above_uniform": float((v[:, 0] > 1).mean()),
+            "mass_share_median": float(np.median(v[:, 2])),
+            "region_share_median": float(np.median(v[:, 3])),
+            "empty_maps": int(v[:, 4].sum()), "subjects": len(values)}
+    return out
+
+
 # --------------------------------------------------------------------------- the whole evaluation
 def _evaluation_records(model, data: str | os.PathLike | None, split: str) -> tuple[Manifest, list[Record], str]:
     source = data if data is not None else (model.meta.get("data") or {}).get("manifest")
@@ -440,6 +544,19 @@ def evaluate_run(run: str | os.PathLike, data: str | os.PathLike | None = None,
         result["localization"] = localization_scores(model, [e for e, _ in with_lesion], lesions,
                                                      _lesion_attribute(names), s.ig_steps)
         log(f"localization on {len(with_lesion)} subjects with a lesion")
+    tied = {n: kind.regions[n] for n in names if n in kind.regions}
+    if tied:
+        chosen = list(zip(encodings, records))[:s.localization_subjects]
+        regions, foregrounds = [], []
+        for e, r in chosen:
+            labels_map = {folder: to_model_grid(read_image(manifest.root / folder / f"{r.subject}.nii.gz",
+                                                           dtype=np.int16),
+                                                e.mapping, "nearest")
+                          for folder in {region.folder for region in tied.values()}}
+            regions.append({n: np.isin(labels_map[reg.folder], reg.labels) for n, reg in tied.items()})
+            foregrounds.append(next(iter(labels_map.values())) > 0)
+        result["attribute_attention"] = region_attention(model, [e for e, _ in chosen], regions, foregrounds)
+        log(f"attribute attention on {len(chosen)} subjects")
     result["settings"] = s.__dict__
     return result
 

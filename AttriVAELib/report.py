@@ -225,6 +225,13 @@ def _with_dim(mu: np.ndarray, k: int, values: np.ndarray) -> np.ndarray:
     return z
 
 
+def _table(title: str, headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """An HTML table under an ``<h3>`` title; cells are escaped."""
+    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<h3>{html.escape(title)}</h3><table><tr>{head}</tr>{body}</table>"
+
+
 def _detail_tables(result: Mapping[str, Any]) -> str:
     parts = []
     fid = result.get("traversal_fidelity") or {}
@@ -238,14 +245,21 @@ def _detail_tables(result: Mapping[str, Any]) -> str:
         parts.append("</table>")
     loc = result.get("localization") or {}
     if loc:
-        parts.append("<h3>Localization (subjects with a lesion)</h3><table><tr><th>map</th><th>mass in dilated "
-                     "lesion ÷ uniform (median)</th><th>subjects above uniform</th><th>pointing game</th>"
-                     "<th>NCC</th><th>n</th></tr>")
-        for name, v in loc.items():
-            parts.append(f"<tr><td>{html.escape(name)}</td><td>{_fmt(v['mass_ratio_median'], 2)}</td>"
-                         f"<td>{v['share_above_uniform']:.0%}</td><td>{v['pointing_game']:.0%}</td>"
-                         f"<td>{_fmt(v['ncc_mean'])}</td><td>{v['subjects']}</td></tr>")
-        parts.append("</table>")
+        parts.append(_table("Localization (subjects with a lesion)",
+                            ("map", "mass in dilated lesion ÷ uniform (median)", "subjects above uniform",
+                             "pointing game", "NCC", "n"),
+                            [(name, _fmt(v["mass_ratio_median"], 2), f"{v['share_above_uniform']:.0%}",
+                              f"{v['pointing_game']:.0%}", _fmt(v["ncc_mean"]), v["subjects"])
+                             for name, v in loc.items()]))
+    att = result.get("attribute_attention") or {}
+    if att:
+        parts.append(_table("Attribute attention (where each attribute lives)",
+                            ("attribute", "map", "mass in region ÷ uniform (median)", "÷ uniform within the brain",
+                             "subjects above uniform", "empty maps", "n"),
+                            [(name, variant, _fmt(v["ratio_vs_uniform_median"], 2),
+                              _fmt(v["ratio_vs_uniform_in_foreground_median"], 2), f"{v['share_above_uniform']:.0%}",
+                              v["empty_maps"], v["subjects"])
+                             for name, variants in att.items() for variant, v in variants.items()]))
     cls = result.get("classification")
     if cls:
         parts.append("<h3>Classification</h3><table><tr><th>metric</th><th>value</th><th>95% bootstrap CI</th></tr>")

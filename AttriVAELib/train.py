@@ -388,6 +388,8 @@ class Trainer:
             bar = tqdm(total=(epochs - self.start_epoch) * steps_per_epoch, desc="train", unit="step",
                        dynamic_ncols=True, mininterval=1.0, file=sys.stderr)
         stopped_early = False
+        started = time.perf_counter()
+        budget_s = float(tcfg.get("max_minutes") or 0) * 60.0
         try:
             for epoch in range(self.start_epoch, epochs):
                 t0 = time.perf_counter()
@@ -417,6 +419,14 @@ class Trainer:
                 patience = int(tcfg["patience"])
                 if patience and self.bad_epochs >= patience:
                     self.log(f"early stopping after epoch {epoch + 1}: no validation improvement in {patience} epochs")
+                    stopped_early = True
+                    break
+                # Every rank stops at the same epoch: rank 0's clock decides.
+                over = torch.tensor([float(budget_s > 0 and time.perf_counter() - started >= budget_s)])
+                if self.ctx.enabled:
+                    dist.broadcast(over, 0)
+                if over.item() and epoch + 1 < epochs:
+                    self.log(f"time budget of {budget_s / 60:g} min reached after epoch {epoch + 1}")
                     stopped_early = True
                     break
         finally:
@@ -633,6 +643,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--precision", choices=("auto", "bf16", "fp32"), help="auto uses bf16 where it is fast")
     p.add_argument("--seed", type=int, help="training seed")
+    p.add_argument("--max-minutes", type=float, help="stop after the epoch that reaches this wall time (0 = no limit)")
     p.add_argument("--resume", type=Path, metavar="RUN", help="continue an interrupted run")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -649,7 +660,8 @@ def run_from_args(args: argparse.Namespace) -> int:
         overrides: dict[str, dict] = {}
         for key, section, name in (("epochs", "train", "epochs"), ("batch_size", "optim", "batch_size"),
                                    ("lr", "optim", "lr"), ("device", "train", "device"),
-                                   ("precision", "train", "precision"), ("seed", "train", "seed")):
+                                   ("precision", "train", "precision"), ("seed", "train", "seed"),
+                                   ("max_minutes", "train", "max_minutes")):
             value = getattr(args, key)
             if value is not None:
                 overrides.setdefault(section, {})[name] = value

@@ -100,7 +100,7 @@ def test_lesion_masks_follow_the_label(cohort: Path):
 def test_same_seed_same_files_whatever_the_workers(cohort: Path, parallel_cohort: Path):
     assert (cohort / "manifest.csv").read_text() == (parallel_cohort / "manifest.csv").read_text()
     assert (cohort / "cohort.json").read_text() == (parallel_cohort / "cohort.json").read_text()
-    for sub in ("images", "masks", "lesions"):
+    for sub in ("images", "masks", "lesions", "tissues"):
         for path in sorted((cohort / sub).iterdir()):
             np.testing.assert_array_equal(_read(path), _read(parallel_cohort / sub / path.name))
 
@@ -108,8 +108,9 @@ def test_same_seed_same_files_whatever_the_workers(cohort: Path, parallel_cohort
 def test_render_subject_is_pure():
     first, second = brain.render_subject(3, 16, SEED), brain.render_subject(3, 16, SEED)
     assert first[0] == second[0]
-    for a, b in zip(first[1:], second[1:]):
+    for a, b in zip(first[1:4], second[1:4]):
         np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(first[4]["tissues"], second[4]["tissues"])
     assert brain.sample_factors(3, SEED) != brain.sample_factors(3, SEED + 1)
 
 
@@ -193,3 +194,94 @@ def test_command_line(tmp_path: Path, capsys: pytest.CaptureFixture):
     assert brain.run_synth_brain(args) == 0
     assert "2 subjects, 16³ voxels" in capsys.readouterr().out
     assert len(load_manifest(tmp_path / "c").records) == 2
+
+
+def test_tissue_maps_hold_the_ventricles_and_the_lesions(cohort: Path):
+    import json
+
+    info = json.loads((cohort / "cohort.json").read_text())
+    labels = info["tissues"]["labels"]
+    assert info["attribute_regions"]["ventricle_volume_ml"] == {"folder": "tissues", "labels": [labels["ventricles"]]}
+    for record in load_manifest(cohort).records:
+        tissues = _read(cohort / "tissues" / f"{record.subject}.nii.gz")
+        mask, lesion = _read(record.mask).astype(bool), _read(record.lesion).astype(bool)
+        np.testing.assert_array_equal(tissues > 0, mask)
+        np.testing.assert_array_equal(tissues == labels["lesion"], lesion)
+        ventricle_ml = float((tissues == labels["ventricles"]).sum()) * np.prod(info["spacing"]) / 1000
+        assert ventricle_ml == pytest.approx(record.attributes["ventricle_volume_ml"], rel=0.35)
+
+
+MEASURE_SIZE = 64
+
+
+@pytest.fixture(scope="module")
+def atlas(base: brain.BrainFactors):
+    from AttriVAELib.brain_measure import VentricleAtlas
+
+    pairs = []
+    for index in range(6):
+        _, _, _, tissues = brain._render(brain.sample_factors(index, SEED),
+                                         brain._Warp(brain._anatomy(brain.sample_factors(index, SEED)),
+                                                     brain._template()), MEASURE_SIZE)
+        pairs.append((tissues > 0, tissues == brain.TISSUE_LABELS["ventricles"]))
+    return VentricleAtlas.from_label_maps(pairs)
+
+
+def _measure_sweep(base: brain.BrainFactors, name: str, values: list[float], atlas) -> list[dict]:
+    from AttriVAELib.brain_measure import measure_brain
+    from AttriVAELib.io import Volume
+
+    levels = (brain._template().csf_intensity, brain._template().gm_intensity)
+    geometry = brain.geometry_for_size(MEASURE_SIZE)
+    return [measure_brain(Volume(brain.render_factors(replace(base, **{name: v}), MEASURE_SIZE)[0], geometry),
+                          levels, atlas) for v in values]
+
+
+def test_image_measure_follows_the_ventricles_alone(base: brain.BrainFactors, atlas):
+    rows = _measure_sweep(base, "target_ventricle_volume_ml", [11.0, 17.0, 23.0, 29.0], atlas)
+    ventricles = [r["ventricle_volume_ml"] for r in rows]
+    assert np.all(np.diff(ventricles) > 0)
+    brain_volumes = [r["brain_volume_ml"] for r in rows]
+    assert max(brain_volumes) - min(brain_volumes) < 0.02 * np.mean(brain_volumes)
+
+
+def test_image_measure_follows_the_cortical_thickness(base: brain.BrainFactors, atlas):
+    rows = _measure_sweep(base, "target_cortical_thickness_mm", [3.8, 4.1, 4.4, 4.7], atlas)
+    assert np.all(np.diff([r["cortical_thickness_mm"] for r in rows]) > 0)
+
+
+def test_image_measure_without_an_atlas_or_a_brain(base: brain.BrainFactors):
+    from AttriVAELib.brain_measure import measure_brain
+    from AttriVAELib.io import Volume
+
+    geometry = brain.geometry_for_size(SIZE)
+    assert measure_brain(Volume(np.zeros((SIZE,) * 3, np.float32), geometry)) is None
+    row = measure_brain(Volume(brain.render_factors(base, SIZE)[0], geometry))
+    assert set(row) == {"brain_volume_ml", "cortical_thickness_mm"}
+
+
+def test_evaluation_knows_the_brain_cohort(cohort: Path):
+    from AttriVAELib.brain_measure import BrainMeasure
+    from AttriVAELib.evaluation import cohort_kind
+
+    kind = cohort_kind(load_manifest(cohort))
+    assert kind.name == "brain" and isinstance(kind.measure, BrainMeasure)
+    assert kind.measure.atlas is not None and kind.measure.atlas.probability.max() > 0.5
+    assert kind.regions["ventricle_volume_ml"].labels == (brain.TISSUE_LABELS["ventricles"],)
+
+
+def test_walkthrough_script_runs_end_to_end_and_reuses_its_steps(tmp_path: Path):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "N": "12", "SIZE": "32", "PRESET": "brain_cpu", "EPOCHS": "1", "WORKERS": "1",
+           "ATTRIVAE": f"{sys.executable} -m AttriVAELib.cli"}
+    script = Path(__file__).resolve().parents[1] / "scripts" / "brain_walkthrough.sh"
+    done = subprocess.run(["bash", str(script), str(tmp_path / "b")], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "evaluation report:" in done.stdout
+    metrics = __import__("json").loads((tmp_path / "b" / "report" / "metrics.json").read_text())
+    assert metrics["cohort_kind"] == "brain" and "attribute_attention" in metrics
+    again = subprocess.run(["bash", str(script), str(tmp_path / "b")], env=env, capture_output=True, text=True)
+    assert again.returncode == 0 and "training already finished" in again.stdout

@@ -176,3 +176,44 @@ def test_compare_trains_each_method_and_writes_the_table(tiny_cohort, tmp_path, 
     assert cli_main(args) == 0
     assert (out / "runs" / "attri_vae-seed0" / "model.safetensors").stat().st_mtime_ns == before
     assert json.loads((out / "comparison.json").read_text())["table"] == table["table"]
+
+
+def test_region_attention_scores_each_attribute_map(tiny_run):
+    from AttriVAELib.evaluation import region_attention
+    from AttriVAELib.inference import AttriVAEModel
+    from AttriVAELib.manifest import load_manifest
+    from AttriVAELib.report import _detail_tables
+
+    model = AttriVAEModel.load(tiny_run, device="cpu")
+    records = load_manifest(model.meta["data"]["manifest"]).records[:2]
+    encodings = [model.encode(r.image) for r in records]
+    n = model.input_size
+    foreground = np.ones((n, n, n), bool)
+    corner = np.zeros_like(foreground)
+    corner[2:6, 2:6, 2:6] = True
+    regions = [{"volume_ml": foreground, "wall_thickness_mm": corner}] * 2
+    result = region_attention(model, encodings, regions, [foreground] * 2)
+    assert set(result) == {"volume_ml", "wall_thickness_mm"}
+    whole = result["volume_ml"]["abs_signed_gradcam"]
+    assert whole["subjects"] == 2
+    assert whole["region_share_median"] == pytest.approx(1.0)
+    for variants in result.values():
+        assert set(variants) == {"gradcam", "abs_signed_gradcam"}
+        for v in variants.values():
+            assert v["ratio_vs_uniform_median"] >= 0 and 0 <= v["empty_maps"] <= 2
+    assert "Attribute attention" in _detail_tables({"attribute_attention": result})
+
+
+def test_region_ratios_against_a_uniform_map():
+    from AttriVAELib.evaluation import _region_ratios
+
+    foreground = np.zeros((10, 10, 10), bool)
+    foreground[:5] = True
+    region = np.zeros_like(foreground)
+    region[:1] = True
+    heat = np.zeros((10, 10, 10))
+    heat[:1] = 1.0  # all the mass in the region: 10× a uniform map, 5× one within the foreground
+    ratio, ratio_fg, share, volume_share = _region_ratios(heat, region, foreground)
+    assert (ratio, ratio_fg, share, volume_share) == pytest.approx((10.0, 5.0, 1.0, 0.1))
+    assert _region_ratios(np.ones_like(heat), region, foreground)[:2] == pytest.approx((1.0, 1.0))
+    assert _region_ratios(np.zeros_like(heat), region, foreground)[0] == 0.0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import functools
 import shutil
 from pathlib import Path
@@ -288,7 +289,8 @@ def test_cuda_matches_cpu():
     from AttriVAELib.gradcam import gradcam_maps
 
     cpu = random_model()
-    gpu = AttriVAEModel(random_model().network, cpu.meta, device="cuda")
+    # A copy: the CPU model's network is cached and must stay on the CPU.
+    gpu = AttriVAEModel(copy.deepcopy(cpu.network), cpu.meta, device="cuda")
     array, geo = _render_array()
     enc_c, enc_g = cpu.encode(Volume(array, geo)), gpu.encode(Volume(array, geo))
     np.testing.assert_allclose(enc_g.mu, enc_c.mu, atol=1e-3)

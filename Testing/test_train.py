@@ -152,3 +152,17 @@ def test_classifier_without_labels(cohort_copy: Path, tmp_path: Path) -> None:
 def test_resume_errors(tmp_path: Path) -> None:
     result = cli("train", "--resume", str(tmp_path / "nothing"))
     assert result.returncode == 2 and "not a run folder" in result.stderr
+
+
+def test_time_budget_stops_after_an_epoch_and_finishes_the_run(cohort_copy: Path, tmp_path: Path) -> None:
+    config = resolve_config("attri_vae", {**TINY, "train": {**TINY["train"], "epochs": 50, "max_minutes": 1e-6}})
+    summary = train(cohort_copy, tmp_path / "run", config=config, progress=False)
+    assert summary["epochs_run"] == 1 and summary["stopped_early"]
+    _, meta = load_checkpoint(tmp_path / "run")
+    assert "calibration" in meta  # the run is finished as if it had reached its last epoch
+    assert (tmp_path / "run" / "heldout.json").exists()
+
+
+def test_negative_time_budget_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="max_minutes"):
+        resolve_config("attri_vae", {"train": {"max_minutes": -1}})

@@ -1,7 +1,7 @@
 """Render the README's pictures from real outputs (not part of the test suite).
 
     python scripts/make_readme_figures.py --cohort demo/cohort [--report demo/report/report.html] \
-        [--out Resources/Screenshots]
+        [--brain-run brain/run] [--out Resources/Screenshots]
 """
 
 from __future__ import annotations
@@ -57,14 +57,98 @@ def report_picture(report: Path, out: Path, section: str = "Grad-CAM") -> Path:
     return path
 
 
+def _held_out_subject(model):
+    """The first test-split subject without lesions of the run's cohort, and the manifest."""
+    from AttriVAELib.manifest import load_split
+
+    manifest = load_manifest(model.meta["data"]["manifest"])
+    test = manifest.subset(load_split(manifest, create=False)["test"])
+    return next(r for r in test if r.label == "0"), manifest
+
+
+def _save(fig, title: str, path: Path) -> Path:
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def brain_figures(run: Path, out: Path, steps: int = 5) -> list[Path]:
+    """The brain walkthrough's pictures: traversals of ventricle volume and cortical thickness
+    on a held-out subject (decoded, re-measured), and every attribute's Grad-CAM over its T1."""
+    from AttriVAELib.brain import TISSUE_FOLDER, TISSUE_LABELS
+    from AttriVAELib.commands_explain import explain_encoding
+    from AttriVAELib.evaluation import cohort_kind
+    from AttriVAELib.inference import AttriVAEModel
+
+    model = AttriVAEModel.load(run, device="cpu")
+    record, manifest = _held_out_subject(model)
+    kind = cohort_kind(manifest)
+    enc = model.encode(read_image(record.image))
+    tissues = read_image(manifest.root / TISSUE_FOLDER / f"{record.subject}.nii.gz").array
+    ventricles = tissues == TISSUE_LABELS["ventricles"]
+    axial = int(np.argmax(ventricles.sum(axis=(1, 2))))
+    sx, sy, _ = read_image(record.image).geometry.spacing
+    paths: list[Path] = []
+
+    rows = (("ventricle_volume_ml", "ventricle volume", "mL"), ("cortical_thickness_mm", "cortical thickness", "mm"))
+    fig, axes = plt.subplots(len(rows) * 2, steps, figsize=(2.1 * steps, 2.2 * len(rows) * 2), dpi=100)
+    for row, (name, label, unit) in enumerate(rows):
+        k = model.dim_index(name)
+        low, high = model.calibration.value_range(k)
+        targets = np.linspace(low, high, steps)
+        decoded = model.traverse(enc, k, targets, units="attribute")
+        frames = [model.to_input_grid(d, enc) for d in decoded]
+        middle = frames[steps // 2].array
+        for j, (frame, target) in enumerate(zip(frames, targets)):
+            measured = kind.measure(frame)[name]
+            ax = axes[2 * row, j]
+            ax.imshow(frame.array[axial], cmap="gray", origin="upper", aspect=sy / sx, vmin=0,
+                      vmax=float(np.percentile(middle, 99.5)))
+            ax.set_title(f"{label}\nset {target:.1f} · measured {measured:.1f} {unit}", fontsize=7)
+            ax.axis("off")
+            ax = axes[2 * row + 1, j]
+            diff = frame.array[axial] - middle[axial]
+            ax.imshow(diff, cmap="RdBu_r", vmin=-0.15 * middle.max(), vmax=0.15 * middle.max(), origin="upper",
+                      aspect=sy / sx)
+            ax.set_title("minus the middle frame", fontsize=7)
+            ax.axis("off")
+    paths.append(_save(fig, f"held-out {record.subject}: one latent dim moved, everything else fixed",
+                       out / "brain_traversal.png"))
+
+    variants = (("Grad-CAM", explain_encoding(model, enc, counterfactual=False).attribute_maps),
+                ("|signed Grad-CAM|", {n: np.abs(m) for n, m in
+                                       explain_encoding(model, enc, counterfactual=False, relu=False)
+                                       .attribute_maps.items()}))
+    image = read_image(record.image).array
+    names = model.attribute_names
+    fig, axes = plt.subplots(len(variants), len(names), figsize=(2.6 * len(names), 2.8 * len(variants)), dpi=100)
+    for row, (title, maps) in enumerate(variants):
+        for ax, name in zip(axes[row], names):
+            heat = model.to_input_grid(maps[name], enc).array
+            ax.imshow(image[axial], cmap="gray", origin="upper", aspect=sy / sx)
+            ax.imshow(np.ma.masked_less(heat[axial], 0.05), cmap="jet", alpha=0.45, vmin=0, vmax=1, origin="upper",
+                      aspect=sy / sx)
+            ax.contour(ventricles[axial], levels=[0.5], colors="white", linewidths=0.6)
+            ax.set_title(f"{title}: {name}" + ("" if np.any(heat > 0) else " (empty)"), fontsize=7)
+            ax.axis("off")
+    paths.append(_save(fig, f"held-out {record.subject}; white outline: ventricles", out / "brain_attention.png"))
+    return paths
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--cohort", type=Path, required=True)
+    parser.add_argument("--cohort", type=Path)
     parser.add_argument("--report", type=Path, help="an evaluation report.html to take the Grad-CAM picture from")
+    parser.add_argument("--brain-run", type=Path, help="a run trained on a synth-brain cohort")
     parser.add_argument("--out", type=Path, default=Path("Resources/Screenshots"))
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    print(phantom_montage(args.cohort, args.out))
+    if args.brain_run:
+        print(*brain_figures(args.brain_run, args.out), sep="\n")
+    if args.cohort:
+        print(phantom_montage(args.cohort, args.out))
     if args.report:
         print(report_picture(args.report, args.out))
 
