@@ -29,6 +29,7 @@ from skimage import measure
 from AttriVAELib.errors import InputError
 
 __all__ = [
+    "largest_component",
     "ATTRIBUTE_UNITS",
     "max_axial_diameter_mm",
     "mean_wall_thickness_mm",
@@ -63,6 +64,15 @@ class _Mesh:
     @property
     def area(self) -> float:
         return float(self.face_areas.sum())
+
+
+def largest_component(mask: np.ndarray) -> np.ndarray:
+    """The largest connected component (face connectivity) of a boolean mask; the mask itself
+    when it has at most one."""
+    labels, n = ndi.label(mask)
+    if n <= 1:
+        return mask
+    return labels == 1 + int(np.argmax(np.bincount(labels.ravel())[1:]))
 
 
 def _prepare(mask: np.ndarray, spacing: Sequence[float]) -> tuple[np.ndarray, tuple[float, float, float]]:

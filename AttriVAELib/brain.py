@@ -83,6 +83,7 @@ from scipy import ndimage as ndi
 from scipy.spatial.transform import Rotation
 
 from AttriVAELib import __version__
+from AttriVAELib.attributes import largest_component
 from AttriVAELib.cohort_files import describe_cohort, positive_int, write_cohort
 from AttriVAELib.errors import ConfigError, InputError
 from AttriVAELib.io import Geometry
@@ -284,14 +285,6 @@ def _signed_distance(inside: np.ndarray) -> np.ndarray:
     return sitk.GetArrayFromImage(distance).astype(np.float32) + np.float32(0.5)
 
 
-def _largest_component(mask: np.ndarray) -> np.ndarray:
-    labels, n = ndi.label(mask)
-    if n <= 1:
-        return mask
-    sizes = ndi.sum_labels(mask, labels, np.arange(1, n + 1))
-    return labels == 1 + int(np.argmax(sizes))
-
-
 def _segment_ventricles(t1: np.ndarray, gm: np.ndarray, wm: np.ndarray, mask: np.ndarray,
                         gm_intensity: float) -> np.ndarray:
     """Lateral ventricles: deep connected components of dark, non-tissue voxels (see module doc)."""
@@ -345,7 +338,7 @@ def _support(mask: np.ndarray, origin: np.ndarray) -> tuple[np.ndarray, np.ndarr
 def _prepare_template(paths: dict[str, Path]) -> _Template:
     t1, origin = _read_lps(paths["t1"])
     gm, wm = (_read_lps(paths[name])[0] / np.float32(255.0) for name in ("gm", "wm"))
-    mask = ndi.binary_fill_holes(_largest_component(t1 > 0))
+    mask = ndi.binary_fill_holes(largest_component(t1 > 0))
     box = _box(mask, _CROP_MARGIN_MM)
     t1, gm, wm, mask = (np.ascontiguousarray(a[box]) for a in (t1, gm, wm, mask))
     origin = origin + np.array([box[2].start, box[1].start, box[0].start], dtype=np.float64)
@@ -989,26 +982,25 @@ def generate_brain_cohort(
     """Write ``n`` synthetic brains at ``size``³ into ``out`` (atomically); return ``out``.
 
     ``out`` receives ``images/`` (int16 T1, 1000 ≈ white matter), ``masks/`` (brain masks),
-    ``lesions/``, ``tissues/`` (tissue labels, :data:`TISSUE_LABELS`) (``sub-0000.nii.gz`` …), ``manifest.csv`` (:data:`MANIFEST_COLUMNS`, paths
-    relative to it) and ``cohort.json``. A run that is interrupted leaves no ``out``.
+    ``lesions/``, ``tissues/`` (tissue labels, :data:`TISSUE_LABELS`) (``sub-0000.nii.gz`` …),
+    ``manifest.csv`` (:data:`MANIFEST_COLUMNS`, paths relative to it) and ``cohort.json``. A run that is interrupted leaves no ``out``.
     """
     out = Path(out)
-    if n < 1:
-        raise ConfigError(f"n = {n}: the cohort needs at least one subject")
     _check_size(size)
     if seed < 0:
         raise ConfigError(f"seed = {seed}: must not be negative")
-    if out.exists() and not overwrite:
-        raise ConfigError(f"{out}: already exists; pass --overwrite (overwrite=True) to replace it")
-    template_paths()  # a missing nilearn is reported before anything is written
     geometry = geometry_for_size(size)
-    # Prepared here once; forked workers inherit them instead of each preparing its own.
-    _calibration()
-    _smoothed_maps(_blur_sigma(geometry))
+
+    def prepare() -> None:
+        template_paths()  # a missing nilearn is reported before anything is written
+        # Prepared here once; forked workers inherit them instead of each preparing its own.
+        _calibration()
+        _smoothed_maps(_blur_sigma(geometry))
+
     write_cohort(out, n, functools.partial(render_subject, size=size, seed=seed), geometry, MANIFEST_COLUMNS,
                  ATTRIBUTES, to_stored_intensity, lambda summary: _cohort_json(n, size, seed, geometry, summary),
                  workers=workers, progress=progress, overwrite=overwrite, desc="brains", largest_batch=8,
-                 extra_folders=(TISSUE_FOLDER,))
+                 extra_folders=(TISSUE_FOLDER,), prepare=prepare)
     return out
 
 

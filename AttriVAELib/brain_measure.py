@@ -32,6 +32,7 @@ from typing import Iterable, Sequence
 import numpy as np
 from scipy import ndimage as ndi
 
+from AttriVAELib.attributes import largest_component
 from AttriVAELib.errors import InputError
 from AttriVAELib.io import Volume
 
@@ -53,11 +54,7 @@ def _brain(array: np.ndarray) -> np.ndarray:
     top = float(np.percentile(array, 99))
     if top <= 0:
         return np.zeros(array.shape, bool)
-    inside = ndi.binary_fill_holes(array > _BRAIN_THRESHOLD * top)
-    labels, n = ndi.label(inside)
-    if n > 1:
-        inside = labels == 1 + int(np.argmax(np.bincount(labels.ravel())[1:]))
-    return inside
+    return largest_component(ndi.binary_fill_holes(array > _BRAIN_THRESHOLD * top))
 
 
 def _bounds(brain: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -125,7 +125,7 @@ def write_cohort(out: str | os.PathLike, n: int, render: Render, geometry: Geome
                  attributes: Iterable[str], to_stored: Callable[[np.ndarray], np.ndarray],
                  cohort_json: Callable[[dict], dict], *, workers: int | None = None, progress: bool = True,
                  overwrite: bool = False, desc: str = "subjects", largest_batch: int = 16,
-                 extra_folders: Sequence[str] = ()) -> dict:
+                 extra_folders: Sequence[str] = (), prepare: Callable[[], None] | None = None) -> dict:
     """Render ``n`` subjects and write the cohort folder ``out`` atomically; return the summary.
 
     Args:
@@ -137,6 +137,8 @@ def write_cohort(out: str | os.PathLike, n: int, render: Render, geometry: Geome
         to_stored: float image → the stored array (e.g. int16 scanner-like values).
         cohort_json: summary → contents of ``cohort.json``.
         extra_folders: the folders of ``render``'s extra arrays (not in the manifest).
+        prepare: run once after the checks and before anything is written or any worker starts
+            (slow set-up the workers inherit; its errors leave nothing behind).
 
     Raises:
         ConfigError: ``n`` < 1, or ``out`` exists and ``overwrite`` is false.
@@ -146,6 +148,8 @@ def write_cohort(out: str | os.PathLike, n: int, render: Render, geometry: Geome
         raise ConfigError(f"n = {n}: the cohort needs at least one subject")
     if out.exists() and not overwrite:
         raise ConfigError(f"{out}: already exists; pass --overwrite (overwrite=True) to replace it")
+    if prepare is not None:
+        prepare()
     workers = max(1, min(int(workers or os.cpu_count() or 1), n))
     task = partial(_write_subjects, render=render, geometry=geometry, columns=list(columns), to_stored=to_stored)
     try:

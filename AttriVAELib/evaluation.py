@@ -33,6 +33,7 @@ import numpy as np
 from scipy import ndimage as ndi
 from scipy.stats import spearmanr
 
+from AttriVAELib.attributes import largest_component
 from AttriVAELib.errors import ConfigError, InputError
 from AttriVAELib.io import Volume, read_image, read_mask
 from AttriVAELib.manifest import SPLIT_FILE, Manifest, Record, load_manifest, load_split
@@ -50,6 +51,7 @@ __all__ = [
     "map_localization",
     "measure_shell",
     "reconstruction_scores",
+    "attribute_map_variants",
     "region_attention",
     "segment_foreground",
     "segment_shell",
@@ -61,13 +63,6 @@ Segment = Callable[[np.ndarray], np.ndarray]
 
 
 # --------------------------------------------------------------------------- cohort kinds
-def _largest_component(mask: np.ndarray) -> np.ndarray:
-    labels, n = ndi.label(mask)
-    if n <= 1:
-        return mask
-    return labels == (np.argmax(np.bincount(labels.ravel())[1:]) + 1)
-
-
 def segment_shell(array: np.ndarray) -> np.ndarray:
     """Wall of a phantom (background < wall < lumen): 3-class Otsu, the filled body minus the lumen."""
     from skimage.filters import threshold_multiotsu
@@ -75,7 +70,7 @@ def segment_shell(array: np.ndarray) -> np.ndarray:
     if float(array.max()) - float(array.min()) < 1e-6:
         return np.zeros(array.shape, bool)
     t1, t2 = threshold_multiotsu(array, classes=3)
-    body = _largest_component(ndi.binary_fill_holes(array > t1))
+    body = largest_component(ndi.binary_fill_holes(array > t1))
     return body & (array <= t2)
 
 
@@ -98,7 +93,7 @@ def segment_foreground(array: np.ndarray) -> np.ndarray:
 
     if float(array.max()) - float(array.min()) < 1e-6:
         return np.zeros(array.shape, bool)
-    return _largest_component(ndi.binary_fill_holes(array > threshold_otsu(array)))
+    return largest_component(ndi.binary_fill_holes(array > threshold_otsu(array)))
 
 
 @dataclass(frozen=True)
@@ -108,8 +103,10 @@ class AttributeRegion:
     folder: str
     labels: tuple[int, ...]
 
-    def path(self, manifest: Manifest, subject: str) -> Path:
-        return manifest.root / self.folder / f"{subject}.nii.gz"
+
+def _label_map(manifest: Manifest, folder: str, subject: str) -> Volume:
+    """A subject's label map ``<root>/<folder>/<subject>.nii.gz`` (labels kept, not binarized)."""
+    return read_image(manifest.root / folder / f"{subject}.nii.gz", dtype=np.int16)
 
 
 @dataclass(frozen=True)
@@ -154,8 +151,8 @@ def _brain_kind(manifest: Manifest, info: Mapping[str, Any]) -> CohortKind:
     atlas = None
     if tissues:
         label = int(tissues["labels"]["ventricles"])
-        paths = [manifest.root / tissues["folder"] / f"{s}.nii.gz" for s in _training_subjects(manifest, 60)]
-        maps = [read_image(p, dtype=np.int16).array for p in paths if p.exists()]
+        maps = [_label_map(manifest, tissues["folder"], s).array for s in _training_subjects(manifest, 60)
+                if (manifest.root / tissues["folder"] / f"{s}.nii.gz").exists()]
         if maps:
             atlas = VentricleAtlas.from_label_maps((m > 0, m == label) for m in maps)
     return CohortKind("brain", segment_foreground, BrainMeasure(levels, atlas), _regions(info))
@@ -421,6 +418,21 @@ def _region_ratios(m: np.ndarray, region: np.ndarray, foreground: np.ndarray) ->
     return share / volume_share, fg_share / max(fg_volume_share, 1e-12), share, volume_share
 
 
+def attribute_map_variants(model, encoding) -> dict[str, dict[str, np.ndarray]]:
+    """Each attribute's Grad-CAM as ``"gradcam"`` (ReLU, as published) and ``"abs_signed_gradcam"``
+    (|signed map|), both (N, N, N) on the model grid and unnormalized, from one backward pass."""
+    import torch
+
+    from AttriVAELib.gradcam import gradcam_maps, upsample_maps
+
+    raw = gradcam_maps(model, [encoding], "attributes", relu=False, upsample=False)  # (1, K, d, h, w)
+    size = encoding.image.shape
+    variants = {"gradcam": upsample_maps(torch.relu(raw), size)[0],
+                "abs_signed_gradcam": upsample_maps(raw, size)[0].abs()}
+    return {variant: {name: maps[k].numpy() for k, name in enumerate(model.attribute_names)}
+            for variant, maps in variants.items()}
+
+
 def region_attention(model, encodings: Sequence, regions: Sequence[Mapping[str, np.ndarray]],
                      foregrounds: Sequence[np.ndarray]) -> dict[str, dict[str, Any]]:
     """How much of each attribute's Grad-CAM falls where the attribute lives.
@@ -439,14 +451,9 @@ def region_attention(model, encodings: Sequence, regions: Sequence[Mapping[str, 
         (the same within the foreground), ``"share_above_uniform"``, ``"mass_share_median"``,
         ``"region_share_median"``, ``"empty_maps"``, ``"subjects"}``.
     """
-    from AttriVAELib.commands_explain import explain_encoding
-
     rows: dict[tuple[str, str], list[tuple[float, ...]]] = {}
     for enc, subject_regions, foreground in zip(encodings, regions, foregrounds):
-        variants = {"gradcam": explain_encoding(model, enc, counterfactual=False).attribute_maps,
-                    "abs_signed_gradcam": {n: np.abs(m) for n, m in explain_encoding(
-                        model, enc, counterfactual=False, relu=False).attribute_maps.items()}}
-        for variant, maps in variants.items():
+        for variant, maps in attribute_map_variants(model, enc).items():
             for name, region in subject_regions.items():
                 m = maps.get(name)
                 if m is None or not region.any():
@@ -549,9 +556,7 @@ def evaluate_run(run: str | os.PathLike, data: str | os.PathLike | None = None,
         chosen = list(zip(encodings, records))[:s.localization_subjects]
         regions, foregrounds = [], []
         for e, r in chosen:
-            labels_map = {folder: to_model_grid(read_image(manifest.root / folder / f"{r.subject}.nii.gz",
-                                                           dtype=np.int16),
-                                                e.mapping, "nearest")
+            labels_map = {folder: to_model_grid(_label_map(manifest, folder, r.subject), e.mapping, "nearest")
                           for folder in {region.folder for region in tied.values()}}
             regions.append({n: np.isin(labels_map[reg.folder], reg.labels) for n, reg in tied.items()})
             foregrounds.append(next(iter(labels_map.values())) > 0)

@@ -78,18 +78,18 @@ def brain_figures(run: Path, out: Path, steps: int = 5) -> list[Path]:
     """The brain walkthrough's pictures: traversals of ventricle volume and cortical thickness
     on a held-out subject (decoded, re-measured), and every attribute's Grad-CAM over its T1."""
     from AttriVAELib.brain import TISSUE_FOLDER, TISSUE_LABELS
-    from AttriVAELib.commands_explain import explain_encoding
-    from AttriVAELib.evaluation import cohort_kind
+    from AttriVAELib.evaluation import attribute_map_variants, cohort_kind
     from AttriVAELib.inference import AttriVAEModel
 
     model = AttriVAEModel.load(run, device="cpu")
     record, manifest = _held_out_subject(model)
     kind = cohort_kind(manifest)
-    enc = model.encode(read_image(record.image))
+    source = read_image(record.image)
+    enc = model.encode(source)
     tissues = read_image(manifest.root / TISSUE_FOLDER / f"{record.subject}.nii.gz").array
     ventricles = tissues == TISSUE_LABELS["ventricles"]
     axial = int(np.argmax(ventricles.sum(axis=(1, 2))))
-    sx, sy, _ = read_image(record.image).geometry.spacing
+    sx, sy, _ = source.geometry.spacing
     paths: list[Path] = []
 
     rows = (("ventricle_volume_ml", "ventricle volume", "mL"), ("cortical_thickness_mm", "cortical thickness", "mm"))
@@ -117,16 +117,14 @@ def brain_figures(run: Path, out: Path, steps: int = 5) -> list[Path]:
     paths.append(_save(fig, f"held-out {record.subject}: one latent dim moved, everything else fixed",
                        out / "brain_traversal.png"))
 
-    variants = (("Grad-CAM", explain_encoding(model, enc, counterfactual=False).attribute_maps),
-                ("|signed Grad-CAM|", {n: np.abs(m) for n, m in
-                                       explain_encoding(model, enc, counterfactual=False, relu=False)
-                                       .attribute_maps.items()}))
-    image = read_image(record.image).array
+    maps = attribute_map_variants(model, enc)
+    variants = (("Grad-CAM", maps["gradcam"]), ("|signed Grad-CAM|", maps["abs_signed_gradcam"]))
+    image = source.array
     names = model.attribute_names
     fig, axes = plt.subplots(len(variants), len(names), figsize=(2.6 * len(names), 2.8 * len(variants)), dpi=100)
-    for row, (title, maps) in enumerate(variants):
+    for row, (title, by_name) in enumerate(variants):
         for ax, name in zip(axes[row], names):
-            heat = model.to_input_grid(maps[name], enc).array
+            heat = model.to_input_grid(by_name[name] / max(float(by_name[name].max()), 1e-12), enc).array
             ax.imshow(image[axial], cmap="gray", origin="upper", aspect=sy / sx)
             ax.imshow(np.ma.masked_less(heat[axial], 0.05), cmap="jet", alpha=0.45, vmin=0, vmax=1, origin="upper",
                       aspect=sy / sx)
