@@ -271,6 +271,7 @@ def test_evaluation_knows_the_brain_cohort(cohort: Path):
 
 
 def test_walkthrough_script_runs_end_to_end_and_reuses_its_steps(tmp_path: Path):
+    import json
     import os
     import subprocess
     import sys
@@ -281,7 +282,17 @@ def test_walkthrough_script_runs_end_to_end_and_reuses_its_steps(tmp_path: Path)
     done = subprocess.run(["bash", str(script), str(tmp_path / "b")], env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "evaluation report:" in done.stdout
-    metrics = __import__("json").loads((tmp_path / "b" / "report" / "metrics.json").read_text())
+    metrics = json.loads((tmp_path / "b" / "report" / "metrics.json").read_text())
     assert metrics["cohort_kind"] == "brain" and "attribute_attention" in metrics
     again = subprocess.run(["bash", str(script), str(tmp_path / "b")], env=env, capture_output=True, text=True)
     assert again.returncode == 0 and "training already finished" in again.stdout
+
+    # A tissue map that went missing is one line naming it, and no report is half-written.
+    test = json.loads((tmp_path / "b" / "cohort" / "split.json").read_text())["subjects"]["test"][0]
+    (tmp_path / "b" / "cohort" / "tissues" / f"{test}.nii.gz").unlink()
+    broken = subprocess.run([sys.executable, "-m", "AttriVAELib.cli", "evaluate", "--model", str(tmp_path / "b" / "run"),
+                             "--out", str(tmp_path / "broken"), "--no-figures"], capture_output=True, text=True)
+    assert broken.returncode == 2
+    assert f"{test}.nii.gz" in broken.stderr and "Traceback" not in broken.stderr
+    assert len(broken.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "broken").exists()
