@@ -9,7 +9,7 @@ from AttriVAELib.errors import ConfigError
 
 
 def _seeds(text: str) -> list[int]:
-    """``3`` → seeds 0, 1, 2; ``0,4,7`` → those seeds."""
+    """``3`` → seeds 0, 1, 2; ``0,4,7`` → those seeds; ``2,`` → seed 2 alone."""
     try:
         if "," in text:
             return [int(s) for s in text.split(",") if s.strip()]
@@ -17,7 +17,8 @@ def _seeds(text: str) -> list[int]:
     except ValueError:
         raise argparse.ArgumentTypeError(f"'{text}' is neither a count nor a comma-separated list of seeds") from None
     if n <= 0:
-        raise argparse.ArgumentTypeError(f"{n}: need at least one seed")
+        raise argparse.ArgumentTypeError(f"{n} is a number of seeds and must be ≥ 1; for seed {n} alone give a list: "
+                                         f"--seeds {n},")
     return list(range(n))
 
 
@@ -75,7 +76,8 @@ def add_compare_arguments(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--data", required=True, type=Path, help="manifest CSV or folder")
     p.add_argument("--out", required=True, type=Path, help="folder for the runs and the comparison table")
-    p.add_argument("--seeds", type=_seeds, default=[0, 1, 2], help="number of seeds or a list like 0,1,2 (default 3)")
+    p.add_argument("--seeds", type=_seeds, default=[0, 1, 2], help="a number N of seeds (0 … N-1) or a comma-separated list: "
+                   "3 = seeds 0,1,2; 4,7 = seeds 4 and 7; 2, = seed 2 alone (default 3)")
     p.add_argument("--methods", default=",".join(METHODS),
                    help=f"comma-separated subset of {', '.join(METHODS)} (default: all)")
     p.add_argument("--base", default="fast_cpu", help="preset giving the network, optimizer and budget "
@@ -85,7 +87,7 @@ def add_compare_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", type=Path, default=None,
                    help="YAML overrides for every run (e.g. data.attributes, data.preprocess); for the built-in "
                         "phantom cohort the demo's settings are the default")
-    _add_settings_arguments(p, traversal=4, localization=10)
+    _add_settings_arguments(p, traversal=8, localization=10)
 
 
 def run_compare(args: argparse.Namespace) -> int:

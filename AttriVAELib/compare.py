@@ -77,16 +77,17 @@ def _run_one(data: Path, run: Path, config: dict[str, Any], evaluate_settings, l
     return {"headline": headline(result), **result}
 
 
-def _mean_sd(values: Sequence[float]) -> tuple[float, float]:
+def _mean_sd(values: Sequence[float]) -> tuple[float, float | None]:
+    """Mean and sample sd; one value has no sd (None)."""
     v = np.asarray([x for x in values if x is not None and np.isfinite(x)], dtype=np.float64)
     if v.size == 0:
-        return float("nan"), float("nan")
-    return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else 0.0
+        return float("nan"), None
+    return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else None
 
 
-def comparison_table(results: Mapping[str, Sequence[Mapping[str, float]]]) -> dict[str, dict[str, list[float]]]:
-    """method → column → [mean, sd] over the seeds' headline numbers."""
-    table: dict[str, dict[str, list[float]]] = {}
+def comparison_table(results: Mapping[str, Sequence[Mapping[str, float]]]) -> dict[str, dict[str, list]]:
+    """method → column → [mean, sd] over the seeds' headline numbers (sd None for one seed)."""
+    table: dict[str, dict[str, list]] = {}
     for method, heads in results.items():
         table[method] = {}
         for key, _ in COLUMNS:
@@ -96,10 +97,10 @@ def comparison_table(results: Mapping[str, Sequence[Mapping[str, float]]]) -> di
     return table
 
 
-def _cell(entry: Sequence[float] | None) -> str:
+def _cell(entry: Sequence[float | None] | None) -> str:
     if not entry or not np.isfinite(entry[0]):
         return "–"
-    return f"{entry[0]:.2f} ± {entry[1]:.2f}"
+    return f"{entry[0]:.2f}" if entry[1] is None else f"{entry[0]:.2f} ± {entry[1]:.2f}"
 
 
 def _markdown(table: Mapping[str, Mapping[str, Sequence[float]]], header: str) -> str:
@@ -129,7 +130,7 @@ def compare(data: str | os.PathLike, out: str | os.PathLike, *, seeds: Sequence[
             overrides: Mapping[str, Any] | None = None, evaluate_settings=None,
             log: Callable[[str], None] = print) -> dict[str, Any]:
     """Train and evaluate every (method, seed); write the comparison table. Returns it as a dict."""
-    from AttriVAELib.config import deep_merge
+    from AttriVAELib.config import deep_merge, load_yaml
     from AttriVAELib.evaluation import EvaluationSettings
 
     if not seeds:
@@ -141,7 +142,8 @@ def compare(data: str | os.PathLike, out: str | os.PathLike, *, seeds: Sequence[
     budget = dict(overrides or {})
     if epochs is not None:
         budget = deep_merge(budget, {"train": {"epochs": int(epochs)}})
-    settings = evaluate_settings or EvaluationSettings(traversal_subjects=4, localization_subjects=10)
+    settings = evaluate_settings or EvaluationSettings(traversal_subjects=8, localization_subjects=10)
+    log(f"compare: {', '.join(methods)} × seeds {', '.join(map(str, seeds))} into {out / 'runs'}")
     t0 = time.perf_counter()
     heads: dict[str, list[dict[str, float]]] = {}
     per_run: dict[str, Any] = {}
@@ -155,11 +157,14 @@ def compare(data: str | os.PathLike, out: str | os.PathLike, *, seeds: Sequence[
             log(f"{name}: " + ", ".join(f"{k} {v:.3f}" for k, v in result["headline"].items()))
     table = comparison_table(heads)
     seconds = time.perf_counter() - t0
-    cfg = method_config(methods[0], seeds[0], base, budget)
-    header = (f"{len(seeds)} seeds ({', '.join(map(str, seeds))}), base preset {base}: "
+    # Reused runs keep the budget they were trained with: describe that, not this call's options.
+    cfg = load_yaml(out / "runs" / f"{methods[0]}-seed{seeds[0]}" / "config.yaml")
+    minutes = float(cfg["train"].get("max_minutes") or 0)
+    header = (f"{len(seeds)} seed{'s' if len(seeds) > 1 else ''} ({', '.join(map(str, seeds))}), base preset {base}: "
               f"{cfg['model']['input_size']}³ input, latent {cfg['model']['latent_dim']}, "
-              f"{cfg['train']['epochs']} epochs, batch {cfg['optim']['batch_size']}, lr {cfg['optim']['lr']:g}; "
-              f"held-out split; mean ± sd over seeds.")
+              f"{cfg['train']['epochs']} epochs" + (f" or {minutes:g} min per run, whichever ends first" if minutes else "")
+              + f", batch {cfg['optim']['batch_size']}, lr {cfg['optim']['lr']:g}; held-out split"
+              + ("; mean ± sd over seeds." if len(seeds) > 1 else "."))
     summary = {"header": header, "table": table, "runs": per_run, "seeds": list(seeds), "methods": list(methods),
                "base": base, "seconds_this_invocation": seconds}
     out.mkdir(parents=True, exist_ok=True)

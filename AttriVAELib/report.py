@@ -236,11 +236,18 @@ def _detail_tables(result: Mapping[str, Any]) -> str:
     parts = []
     fid = result.get("traversal_fidelity") or {}
     if fid:
-        parts.append("<h3>Traversal fidelity</h3><table><tr><th>traversed attribute</th><th>ρ measured vs latent "
-                     "(median)</th><th>worst subject</th><th>largest leak (median |ρ|)</th><th>subjects</th></tr>")
+        parts.append("<h3>Traversal fidelity</h3><p>All traversed subjects' steps pooled; within one subject any "
+                     "monotone side effect, however small, has |ρ| = 1 (last two columns).</p><table><tr>"
+                     "<th>traversed attribute</th><th>ρ measured vs latent</th><th>largest leak |ρ|</th>"
+                     "<th>ρ within a subject (median, worst)</th><th>largest leak within a subject (median |ρ|)</th>"
+                     "<th>subjects</th></tr>")
         for name, v in fid.items():
-            parts.append(f"<tr><td>{html.escape(name)}</td><td>{_fmt(v['rho_median'])}</td><td>{_fmt(v['rho_min'])}"
-                         f"</td><td>{html.escape(str(v['leakage_max_attribute']))} {_fmt(v['leakage_median'])}</td>"
+            within = v.get("leakage_within") or {}
+            worst_within = max(within.items(), key=lambda kv: kv[1]) if within else ("–", None)
+            parts.append(f"<tr><td>{html.escape(name)}</td><td>{_fmt(v['rho'])}</td>"
+                         f"<td>{html.escape(str(v['leakage_max_attribute']))} {_fmt(v['leakage_max'])}</td>"
+                         f"<td>{_fmt(v['rho_within_median'])}, {_fmt(v['rho_within_min'])}</td>"
+                         f"<td>{html.escape(str(worst_within[0]))} {_fmt(worst_within[1])}</td>"
                          f"<td>{v['subjects']}</td></tr>")
         parts.append("</table>")
     loc = result.get("localization") or {}
