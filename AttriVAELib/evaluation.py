@@ -105,9 +105,13 @@ class AttributeRegion:
     labels: tuple[int, ...]
 
 
+def _label_map_path(manifest: Manifest, folder: str, subject: str) -> Path:
+    return manifest.root / folder / f"{subject}.nii.gz"
+
+
 def _label_map(manifest: Manifest, folder: str, subject: str) -> Volume:
     """A subject's label map ``<root>/<folder>/<subject>.nii.gz`` (labels kept, not binarized)."""
-    return read_image(manifest.root / folder / f"{subject}.nii.gz", dtype=np.int16)
+    return read_image(_label_map_path(manifest, folder, subject), dtype=np.int16)
 
 
 @dataclass(frozen=True)
@@ -153,7 +157,7 @@ def _brain_kind(manifest: Manifest, info: Mapping[str, Any]) -> CohortKind:
     if tissues:
         label = int(tissues["labels"]["ventricles"])
         maps = [_label_map(manifest, tissues["folder"], s).array for s in _training_subjects(manifest, 60)
-                if (manifest.root / tissues["folder"] / f"{s}.nii.gz").exists()]
+                if _label_map_path(manifest, tissues["folder"], s).exists()]
         if maps:
             atlas = VentricleAtlas.from_label_maps((m > 0, m == label) for m in maps)
     return CohortKind("brain", segment_foreground, BrainMeasure(levels, atlas), _regions(info))
