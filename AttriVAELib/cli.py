@@ -126,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="the main job on the built-in synthetic cohort")
     p.add_argument("--out", type=Path, default=Path("demo"), help="working folder (default ./demo)")
-    p.add_argument("--n", type=positive_int, default=400, help="subjects in the synthetic cohort (default 400)")
+    p.add_argument("--n", type=positive_int, default=1000, help="subjects in the synthetic cohort (default 1000)")
     p.add_argument("--size", type=positive_int, default=64, help="voxels per axis of the cohort (default 64)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_demo)

@@ -18,9 +18,12 @@ from pathlib import Path
 
 from AttriVAELib.errors import ConfigError
 
-#: Training budget of the demo: about ten minutes on a 2-core CPU.
+#: Training budget of the demo: about ten minutes on a 2-core CPU (40 epochs of 700 subjects).
+#: Held-out scores are limited by overfitting more than by steps: at the same number of steps,
+#: 700 training subjects instead of 280, or 280 with flips and axial quarter turns, lifted the
+#: latent-attribute ρ on an independent cohort from about 0.87 to 0.91 and the AUC from 0.89 to 0.98.
 DEMO_OVERRIDES = {
-    "train": {"epochs": 100, "patience": 0},
+    "train": {"epochs": 40, "patience": 0},
     # The lesion is a few hundred voxels of a 32³ cube; a heavier classification term (α = 10
     # instead of 1) lifted the held-out AUC from 0.87 to 0.89 at this budget.
     "loss": {"alpha": 10.0},
@@ -29,6 +32,8 @@ DEMO_OVERRIDES = {
         # The phantoms' intensities lie in [0, 1] (stored ×1000); a fixed window keeps a bright
         # lesion from rescaling the rest of the image, which lets the maps localize it.
         "preprocess": {"intensity_window": [0.0, 1000.0]},
+        # Mirror images and quarter turns in the axial plane keep every shape attribute and the label.
+        "augmentation": {"flip": 0.5, "rot90": 0.5},
     },
 }
 

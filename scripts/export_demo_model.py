@@ -20,12 +20,22 @@ from AttriVAELib.checkpoint import load_checkpoint, save_checkpoint
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def _cohort_description(meta: dict) -> str:
+    """"attrivae demo: N subjects at S³, seed K" from the training cohort's ``cohort.json``."""
+    manifest = Path((meta.get("data") or {}).get("manifest") or "")
+    info_file = manifest.parent / "cohort.json"
+    if not info_file.is_file():
+        return "attrivae demo"
+    info = json.loads(info_file.read_text())
+    return f"attrivae demo: {info['n']} subjects at {info['size']}³, seed {info['seed']}"
+
+
 def export(run: Path, out: Path) -> Path:
     tensors, meta = load_checkpoint(run, name="model")
     if "calibration" not in meta or "class_statistics" not in meta:
         raise SystemExit(f"{run}: the model lacks its calibration or class statistics; train it with this version")
     held = json.loads((run / "heldout.json").read_text()) if (run / "heldout.json").exists() else {}
-    meta["data"] = {"description": "built-in synthetic phantom cohort (attrivae demo: 400 subjects at 64³, seed 0)"}
+    meta["data"] = {"description": f"built-in synthetic phantom cohort ({_cohort_description(meta)})"}
     meta["heldout"] = held
     out.mkdir(parents=True, exist_ok=True)
     save_checkpoint(out, {k: v.contiguous() for k, v in tensors.items()}, meta, name="model")
