@@ -22,9 +22,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def _cohort_description(meta: dict) -> str:
     """"attrivae demo: N subjects at S³, seed K" from the training cohort's ``cohort.json``."""
-    manifest = Path((meta.get("data") or {}).get("manifest") or "")
-    info_file = manifest.parent / "cohort.json"
-    if not info_file.is_file():
+    manifest = (meta.get("data") or {}).get("manifest")
+    info_file = Path(manifest).parent / "cohort.json" if manifest else None
+    if info_file is None or not info_file.is_file():
         return "attrivae demo"
     info = json.loads(info_file.read_text())
     return f"attrivae demo: {info['n']} subjects at {info['size']}³, seed {info['seed']}"
