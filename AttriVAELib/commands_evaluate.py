@@ -86,7 +86,7 @@ def add_compare_arguments(p: argparse.ArgumentParser) -> None:
                    help="epochs per run (default: the base preset's)")
     p.add_argument("--config", type=Path, default=None,
                    help="YAML overrides for every run (e.g. data.attributes, data.preprocess); for the built-in "
-                        "phantom cohort the demo's settings are the default")
+                        "phantom cohort the demo's data settings and dropout are the default")
     _add_settings_arguments(p, traversal=8, localization=10)
 
 
@@ -103,8 +103,8 @@ def run_compare(args: argparse.Namespace) -> int:
     if args.config is not None:
         overrides = load_yaml(args.config)
     elif cohort_kind(load_manifest(args.data)).name == "phantom":
-        overrides = {"data": DEMO_OVERRIDES["data"]}
-        print("phantom cohort: using the demo's attributes and intensity window for every run")
+        overrides = {"data": DEMO_OVERRIDES["data"], "model": DEMO_OVERRIDES["model"]}
+        print("phantom cohort: using the demo's attributes, intensity window, augmentation and dropout for every run")
     else:
         overrides = {}
     compare(args.data, args.out, seeds=args.seeds, methods=methods, base=args.base, epochs=args.epochs,

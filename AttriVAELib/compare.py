@@ -163,7 +163,9 @@ def compare(data: str | os.PathLike, out: str | os.PathLike, *, seeds: Sequence[
     header = (f"{len(seeds)} seed{'s' if len(seeds) > 1 else ''} ({', '.join(map(str, seeds))}), base preset {base}: "
               f"{cfg['model']['input_size']}³ input, latent {cfg['model']['latent_dim']}, "
               f"{cfg['train']['epochs']} epochs" + (f" or {minutes:g} min per run, whichever ends first" if minutes else "")
-              + f", batch {cfg['optim']['batch_size']}, lr {cfg['optim']['lr']:g}; held-out split"
+              + f", batch {cfg['optim']['batch_size']}, lr {cfg['optim']['lr']:g}"
+              + (f" (cosine to {float(cfg['optim'].get('lr_min', 0)):g})"
+                 if cfg["optim"].get("lr_schedule", "constant") == "cosine" else "") + "; held-out split"
               + ("; mean ± sd over seeds." if len(seeds) > 1 else "."))
     summary = {"header": header, "table": table, "runs": per_run, "seeds": list(seeds), "methods": list(methods),
                "base": base, "seconds_this_invocation": seconds}

@@ -3,7 +3,7 @@
 The resolved configuration is a plain nested dict with five sections::
 
     model: ModelConfig fields        loss: LossConfig fields
-    optim: lr, batch_size, weight_decay
+    optim: lr, batch_size, weight_decay, lr_schedule, lr_min
     train: epochs, patience, seed, device, precision, channels_last, compile, ...
     data:  attributes, preprocess (PreprocessSpec fields), augmentation, split_seed, ...
 
@@ -22,7 +22,14 @@ import yaml
 
 from AttriVAELib.errors import ConfigError
 
-OPTIM_DEFAULTS: dict[str, Any] = {"lr": 1e-4, "batch_size": 16, "weight_decay": 0.0}
+OPTIM_DEFAULTS: dict[str, Any] = {
+    "lr": 1e-4,
+    "batch_size": 16,
+    "weight_decay": 0.0,
+    "lr_schedule": "constant",  # constant | cosine (from lr down to lr_min over all epochs' steps)
+    "lr_min": 0.0,
+}
+LR_SCHEDULES = ("constant", "cosine")
 
 TRAIN_DEFAULTS: dict[str, Any] = {
     "epochs": 100,
@@ -119,6 +126,10 @@ def _validate_numbers(config: dict) -> None:
     optim, train = config["optim"], config["train"]
     if not float(optim["lr"]) > 0:
         raise ConfigError(f"optim.lr must be positive, got {optim['lr']}")
+    if optim["lr_schedule"] not in LR_SCHEDULES:
+        raise ConfigError(f"optim.lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {optim['lr_schedule']!r}")
+    if not 0.0 <= float(optim["lr_min"]) <= float(optim["lr"]):
+        raise ConfigError(f"optim.lr_min must be between 0 and optim.lr ({optim['lr']}), got {optim['lr_min']}")
     if int(optim["batch_size"]) < 2:
         raise ConfigError(f"optim.batch_size must be at least 2 (the attribute loss compares pairs), got {optim['batch_size']}")
     if int(train["epochs"]) < 1:

@@ -28,3 +28,7 @@ class ConfigError(AttriVAEError):
 
 class CheckpointError(AttriVAEError):
     """A checkpoint is missing, incompatible or has been tampered with."""
+
+
+class TrainingError(AttriVAEError):
+    """Training cannot go on (e.g. the loss became NaN); the last completed epoch is kept."""

@@ -39,6 +39,8 @@ __all__ = [
     "ModelConfig",
     "AttriVAE",
     "ConvBlock",
+    "Conv3d",
+    "ConvTranspose3d",
     "BatchNorm3d",
     "count_parameters",
     "to_fast_layout",
@@ -252,6 +254,48 @@ class BatchNorm3d(nn.BatchNorm3d):
             self.running_var if running else None, factor, self.eps)
 
 
+#: A convolution whose input has a spatial side this short runs in float32 under CPU autocast.
+SMALL_MAP_SIDE = 2
+
+
+def _run_small_map_in_fp32(x: Tensor) -> bool:
+    """Under CPU bf16 autocast, whether a 3×3×3 convolution of ``x`` should run in float32.
+
+    oneDNN's bf16 weight-gradient kernels (torch 2.13, oneDNN 3.12) return garbage — errors of
+    100 % up to inf/NaN, changing from call to call — on some x86 CPUs (seen on AMD Zen 5) when a
+    spatial side of the input is 1 or 2 voxels: the 2³ bottleneck of a 32³ model. Such maps are
+    tiny, so float32 costs nothing measurable there.
+    """
+    return (x.device.type == "cpu" and x.dim() == 5 and min(x.shape[2:]) <= SMALL_MAP_SIDE
+            and torch.is_autocast_enabled("cpu"))
+
+
+def _upcast(x: Tensor) -> Tensor:
+    """bf16/fp16 → float32; other dtypes (float32, float64) unchanged."""
+    return x.float() if x.dtype in (torch.bfloat16, torch.float16) else x
+
+
+class Conv3d(nn.Conv3d):
+    """``nn.Conv3d`` (same parameters and state dict) that runs tiny maps in float32 under CPU
+    autocast (see :func:`_run_small_map_in_fp32`)."""
+
+    def forward(self, input: Tensor) -> Tensor:  # noqa: A002 (nn.Module signature)
+        if not _run_small_map_in_fp32(input):
+            return super().forward(input)
+        with torch.autocast("cpu", enabled=False):
+            return super().forward(_upcast(input))
+
+
+class ConvTranspose3d(nn.ConvTranspose3d):
+    """``nn.ConvTranspose3d`` with the same float32 rule for tiny maps as :class:`Conv3d`."""
+
+    def forward(self, input: Tensor, output_size: list[int] | None = None) -> Tensor:  # noqa: A002
+        if not _run_small_map_in_fp32(input):
+            return super().forward(input, output_size)
+        with torch.autocast("cpu", enabled=False):
+            return super().forward(_upcast(input), output_size)
+
+
 class ConvBlock(nn.Sequential):
     """Conv3d (or ConvTranspose3d) k3 p1 → BatchNorm3d → ReLU; children ``conv``, ``bn``, ``act``."""
 
@@ -259,9 +303,9 @@ class ConvBlock(nn.Sequential):
                  inplace: bool = True) -> None:
         if transpose:
             # k3 s2 p1 op1 exactly doubles the size: (n-1)·2 − 2 + 3 + 1 = 2n.
-            conv: nn.Module = nn.ConvTranspose3d(in_ch, out_ch, 3, stride=stride, padding=1, output_padding=1)
+            conv: nn.Module = ConvTranspose3d(in_ch, out_ch, 3, stride=stride, padding=1, output_padding=1)
         else:
-            conv = nn.Conv3d(in_ch, out_ch, 3, stride=stride, padding=1)
+            conv = Conv3d(in_ch, out_ch, 3, stride=stride, padding=1)
         super().__init__(OrderedDict(conv=conv, bn=BatchNorm3d(out_ch), act=nn.ReLU(inplace=inplace)))
 
 
@@ -330,7 +374,7 @@ class AttriVAE(nn.Module):
             up3=ConvBlock(c3, c2, stride=2, transpose=True),
             up4=ConvBlock(c2, c1, stride=2, transpose=True),
             conv5=ConvBlock(c1, _scale(4, config.width)),
-            out=nn.Conv3d(_scale(4, config.width), config.in_channels, 3, padding=1),
+            out=Conv3d(_scale(4, config.width), config.in_channels, 3, padding=1),
         ))
         _xavier_init(self)
 

@@ -38,7 +38,7 @@ from AttriVAELib import atomic
 from AttriVAELib.checkpoint import (load_checkpoint, optimizer_from_tensors, optimizer_to_tensors, save_checkpoint,
                                     split_prefix)
 from AttriVAELib.config import dump_yaml, load_yaml, resolve_config
-from AttriVAELib.errors import ConfigError, CheckpointError
+from AttriVAELib.errors import CheckpointError, ConfigError, TrainingError
 from AttriVAELib.manifest import AttributeScaler, attribute_unit, load_manifest, load_split
 
 LOSS_TERMS = ("total", "reconstruction", "kl", "ar", "classification", "l1")
@@ -77,6 +77,20 @@ def _epoch_seed(seed: int, epoch: int) -> int:
 def _log(msg: str, ctx: DistContext) -> None:
     if ctx.is_main:
         print(msg, file=sys.stderr, flush=True)
+
+
+def learning_rate(optim: Mapping[str, Any], step: int, total_steps: int) -> float:
+    """The learning rate of optimizer step ``step`` (0-based) of ``total_steps``.
+
+    ``constant``: ``lr``. ``cosine``: from ``lr`` at step 0 down to ``lr_min`` at the last step
+    (half a cosine period), a function of the step alone, so a resumed run needs no extra state.
+    """
+    lr = float(optim["lr"])
+    if optim.get("lr_schedule", "constant") == "constant" or total_steps <= 1:
+        return lr
+    lr_min = float(optim.get("lr_min", 0.0))
+    progress = min(max(step, 0), total_steps - 1) / (total_steps - 1)
+    return lr_min + 0.5 * (lr - lr_min) * (1.0 + math.cos(math.pi * progress))
 
 
 def state_digest(model: torch.nn.Module) -> str:
@@ -316,10 +330,15 @@ class Trainer:
         count = 0
         loader = self._loader(self.train_set, epoch, shuffle=True)
         step0 = epoch * len(loader)
+        total_steps = int(self.config["train"]["epochs"]) * len(loader)
         for i, batch in enumerate(loader):
             losses = self._step_losses(self.train_model, batch, step0 + i)
+            self._check_finite(losses["total"], epoch, i)
             self.optimizer.zero_grad(set_to_none=True)
             losses["total"].backward()
+            lr = learning_rate(self.config["optim"], step0 + i, total_steps)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
             self.optimizer.step()
             n = batch["image"].shape[0]
             count += n
@@ -335,7 +354,22 @@ class Trainer:
         if self.ctx.enabled:
             dist.all_reduce(totals)
             self._average_buffers()
-        return {f"train_{k}": float(totals[i] / max(totals[-1], 1)) for i, k in enumerate(LOSS_TERMS)}
+        row = {f"train_{k}": float(totals[i] / max(totals[-1], 1)) for i, k in enumerate(LOSS_TERMS)}
+        row["lr"] = float(self.optimizer.param_groups[0]["lr"])
+        return row
+
+    def _check_finite(self, total: torch.Tensor, epoch: int, step: int) -> None:
+        """Stop with one line, before the step is applied, when the loss is NaN or infinite."""
+        bad = torch.tensor([0.0 if bool(torch.isfinite(total.detach())) else 1.0])
+        if self.ctx.enabled:  # every rank stops at the same step, or the others would wait forever
+            bad = bad.to(self.device)
+            dist.all_reduce(bad)
+            bad = bad.cpu()
+        if bad.item():
+            kept = (f"the last completed epoch is kept in {self.run_dir / 'last.safetensors'}"
+                    if epoch > self.start_epoch or (self.run_dir / "last.safetensors").exists() else "nothing was saved")
+            raise TrainingError(f"training diverged: the loss is {float(total.detach()):g} at epoch {epoch + 1}, step {step + 1} "
+                                f"({kept}); try a lower learning rate (--lr) or --precision fp32")
 
     @torch.no_grad()
     def _average_buffers(self) -> None:

@@ -33,6 +33,8 @@ def test_layers_override_in_order(tmp_path: Path) -> None:
     ({"model": {"colour": 1}}, "colour"),
     ({"loss": {"gamma": -1}}, "gamma"),
     ({"data": {"atributes": ["x"]}}, "unknown key atributes in 'data'"),
+    ({"optim": {"lr_schedule": "step"}}, "lr_schedule must be one of constant, cosine"),
+    ({"optim": {"lr": 1e-4, "lr_min": 1e-3}}, "lr_min must be between 0 and optim.lr"),
 ])
 def test_bad_configs(layer: dict, match: str) -> None:
     with pytest.raises(ConfigError, match=match) as info:

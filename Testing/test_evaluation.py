@@ -193,7 +193,8 @@ def test_compare_trains_each_method_and_writes_the_table(tiny_cohort, tmp_path, 
     assert json.loads((out / "comparison.json").read_text())["table"] == table["table"]
     # The table describes the budget the reused runs were trained with, not the rerun's options.
     assert cli_main(args[:args.index("--epochs")] + ["--epochs", "7"] + args[args.index("--epochs") + 2:]) == 0
-    assert ", 1 epochs," in json.loads((out / "comparison.json").read_text())["header"]
+    header = json.loads((out / "comparison.json").read_text())["header"]
+    assert ", 1 epochs," in header and "lr 0.001 (cosine to 1e-05)" in header
 
 
 def test_comparison_table_has_no_sd_for_one_seed():

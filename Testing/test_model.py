@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -274,3 +275,42 @@ def test_encoder_layers_accept_gradcam_hooks():
         h.remove()
     assert set(acts) == set(grads) == set(ENCODER_LAYER_NAMES)
     assert acts["conv5"].shape == grads["conv5"].shape == (3, 2, 1, 1, 1)
+
+
+def _conv_inputs(model: AttriVAE, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The input of every Conv3d / ConvTranspose3d of ``model`` on ``x`` (eval forward)."""
+    seen: dict[str, torch.Tensor] = {}
+    hooks = [m.register_forward_hook(lambda mod, inp, out, name=name: seen.__setitem__(name, inp[0].detach()))
+             for name, m in model.named_modules() if isinstance(m, (nn.Conv3d, nn.ConvTranspose3d))]
+    with torch.no_grad():
+        model.eval()(x)
+    for h in hooks:
+        h.remove()
+    return seen
+
+
+@pytest.mark.parametrize("layout", ["ncdhw", "channels_last"])
+def test_bf16_weight_gradients_of_every_conv_match_float64(layout):
+    # oneDNN's bf16 weight-gradient kernels returned garbage for 1–2-voxel maps on a Zen 5 CPU
+    # (the 2³ bottleneck of a 32³ model): those convolutions must run in float32 under autocast.
+    torch.manual_seed(0)
+    model = AttriVAE(ModelConfig(input_size=32, latent_dim=16, bottleneck_channels=16, num_classes=2))
+    inputs = _conv_inputs(model, torch.rand(8, 1, 32, 32, 32))
+    assert min(inputs["encoder.conv5.conv"].shape[2:]) == 2  # the case that failed
+    modules = dict(model.named_modules())
+    for name, x in inputs.items():
+        conv = modules[name]
+        ref = copy.deepcopy(conv).double()
+        x_ref = x.double().requires_grad_(True)
+        upstream = torch.randn(ref(x_ref).shape, dtype=torch.float64)
+        (ref(x_ref) * upstream).sum().backward()
+        fast = conv.to(memory_format=CL) if layout == "channels_last" else conv
+        x_fast = (x.contiguous(memory_format=CL) if layout == "channels_last" else x).requires_grad_(True)
+        fast.zero_grad(set_to_none=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            y = fast(x_fast)
+        (y.double() * upstream).sum().backward()
+        for what, got, want in (("weight", fast.weight.grad, ref.weight.grad), ("input", x_fast.grad, x_ref.grad)):
+            err = float((got.double() - want).norm() / want.norm())
+            assert err < 0.02, f"{name}: bf16 {what} gradient off by {err:.3g} (relative) for input {tuple(x.shape)}"
+

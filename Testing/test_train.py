@@ -18,7 +18,7 @@ from AttriVAELib.checkpoint import load_checkpoint, split_prefix
 from AttriVAELib.config import resolve_config
 from AttriVAELib.errors import ConfigError
 from AttriVAELib.model import AttriVAE, ModelConfig
-from AttriVAELib.train import train
+from AttriVAELib.train import learning_rate, train
 
 TINY = {
     "model": {"input_size": 16, "latent_dim": 8, "width": 0.5},
@@ -66,7 +66,9 @@ def test_train_writes_run_folder(cohort_copy: Path, tmp_path: Path) -> None:
 
 
 def test_resume_after_sigkill_matches_uninterrupted(cohort_copy: Path, tmp_path: Path) -> None:
-    config = write_config(tmp_path, {"train": {"epochs": 5}, "data": {"augmentation": {"flip": 0.5, "rot90": 0.5}}})
+    # The cosine schedule too: the learning rate is a function of the step, so resuming needs no state.
+    config = write_config(tmp_path, {"train": {"epochs": 5}, "data": {"augmentation": {"flip": 0.5, "rot90": 0.5}},
+                                     "optim": {"lr_schedule": "cosine"}})
     common = ["train", "--data", str(cohort_copy), "--config", str(config), "--quiet"]
     full = cli(*common, "--out", str(tmp_path / "full"))
     assert full.returncode == 0, full.stderr
@@ -166,3 +168,30 @@ def test_time_budget_stops_after_an_epoch_and_finishes_the_run(cohort_copy: Path
 def test_negative_time_budget_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="max_minutes"):
         resolve_config("attri_vae", {"train": {"max_minutes": -1}})
+
+
+def test_diverging_training_stops_with_one_line(cohort_copy: Path, tmp_path: Path) -> None:
+    config = write_config(tmp_path, {"optim": {"lr": 1e12}, "train": {"epochs": 3}})
+    result = cli("train", "--data", str(cohort_copy), "--config", str(config), "--out", str(tmp_path / "run"), "--quiet")
+    assert result.returncode == 2, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert "training diverged: the loss is" in last and "Traceback" not in result.stderr
+    assert not (tmp_path / "run" / "heldout.json").exists()
+
+
+def test_cosine_learning_rate_runs_from_lr_to_lr_min() -> None:
+    optim = {"lr": 1e-3, "lr_schedule": "cosine", "lr_min": 1e-5}
+    lrs = [learning_rate(optim, s, 101) for s in range(101)]
+    assert lrs[0] == pytest.approx(1e-3) and lrs[-1] == pytest.approx(1e-5)
+    assert lrs[50] == pytest.approx((1e-3 + 1e-5) / 2)
+    assert all(a > b for a, b in zip(lrs, lrs[1:]))
+    assert learning_rate({"lr": 1e-3}, 70, 101) == 1e-3  # constant by default
+
+
+def test_cosine_schedule_is_applied_and_logged(cohort_copy: Path, tmp_path: Path) -> None:
+    config = resolve_config("attri_vae", {**TINY, "optim": {**TINY["optim"], "lr_schedule": "cosine", "lr_min": 1e-5},
+                                          "train": {**TINY["train"], "epochs": 3}})
+    train(cohort_copy, tmp_path / "run", config=config, progress=False)
+    _, meta = load_checkpoint(tmp_path / "run", name="last")
+    lrs = [row["lr"] for row in meta["history"]]  # the lr of each epoch's last step
+    assert lrs[-1] == pytest.approx(1e-5) and lrs[0] < 1e-3 and lrs[0] > lrs[1] > lrs[2]
