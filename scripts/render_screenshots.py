@@ -11,9 +11,10 @@ their display node's colour table, window, threshold and opacity.
                                          [--out Resources/Screenshots]
 
 Writes ``Screenshot01.png`` (attention overlays) and ``Screenshot02.png`` (traversal strips).
-The committed screenshots were made with a ``fast_cpu`` run (32³ model, 60 epochs) on a
-400-subject 64³ phantom cohort, with ``--layer conv2`` (the 8³ feature map; at 32³ the
-default ``auto`` picks conv3, whose 4³ maps are coarser). Same inputs give identical PNGs.
+The committed screenshots were made with the run of ``bash scripts/demo.sh`` that the shipped
+demo model comes from (``--run demo/run --cohort demo/cohort``), with ``--layer conv2`` (the 8³
+feature map; at 32³ the default ``auto`` picks conv3, whose 4³ maps are coarser). Same inputs
+give identical PNGs.
 """
 
 from __future__ import annotations
