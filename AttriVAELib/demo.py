@@ -18,7 +18,7 @@ from pathlib import Path
 
 from AttriVAELib.errors import ConfigError
 
-#: Training budget of the demo: about nine minutes on a 2-core CPU (100 epochs of 700 subjects,
+#: Training budget of the demo: about eleven minutes on a 2-core CPU (100 epochs of 700 subjects,
 #: the ``fast_cpu`` preset's cosine learning-rate decay). Held-out scores are limited by
 #: overfitting and by the number of steps: exact augmentations (flips, quarter turns, small
 #: in-plane rotations and shifts), no dropout and a longer, decaying schedule lifted the
