@@ -22,7 +22,7 @@ from AttriVAELib.errors import ConfigError
 #: the ``fast_cpu`` preset's cosine learning-rate decay). Held-out scores are limited by
 #: overfitting and by the number of steps: exact augmentations (flips, quarter turns, small
 #: in-plane rotations and shifts), no dropout and a longer, decaying schedule lifted the
-#: latent-attribute ρ from about 0.91 (40 epochs, constant rate) to about 0.97 for the shapes.
+#: latent-attribute ρ from about 0.91 (40 epochs, constant rate) to 0.94–0.96 for the shapes.
 DEMO_OVERRIDES = {
     "train": {"epochs": 100, "patience": 0},
     # The lesion is a few hundred voxels of a 32³ cube; a heavier classification term (α = 10
