@@ -46,6 +46,7 @@ __all__ = [
     "EvaluationSettings",
     "classification_scores",
     "cohort_kind",
+    "decoded_attributes",
     "evaluate_run",
     "headline",
     "localization_scores",
@@ -308,6 +309,51 @@ def _rho(x: np.ndarray, y: Sequence[float]) -> float:
     return float(r) if np.isfinite(r) else 0.0
 
 
+def decoded_attributes(model, encodings: Sequence, measure: Measure, truth: Mapping[str, Sequence[float]]
+                       ) -> dict[str, dict[str, Any]]:
+    """How well each attribute survives encoding and decoding: Spearman ρ against the true
+    values of the attribute re-measured on the input and on its reconstruction.
+
+    A dim that tracks its attribute (latent ρ high) can still traverse badly when the decoder
+    does not render the attribute; ``rho_reconstruction`` far below ``rho_input`` says so, and
+    ``rho_input`` is the measure's own ceiling on these images.
+
+    Args:
+        encodings: the subjects (their model-grid input is ``enc.image``).
+        measure: volume on the input grid → {attribute: value} or None (not measurable).
+        truth: attribute name → true value per subject, aligned with ``encodings``.
+
+    Returns:
+        attribute → ``{"rho_input", "rho_reconstruction", "subjects_input",
+        "subjects_reconstruction", "subjects"}``: ρ over the subjects where that image could be
+        measured (None below 3 of them), for the attributes the measure returns.
+    """
+    pairs: dict[str, dict[str, tuple[list[float], list[float]]]] = {}
+    for i, enc in enumerate(encodings):
+        images = {"input": enc.image, "reconstruction": model.reconstruct(enc)}
+        for which, image in images.items():
+            values = measure(model.to_input_grid(image, enc)) or {}
+            for name in truth:
+                if name in values:
+                    t, m = pairs.setdefault(name, {}).setdefault(which, ([], []))
+                    t.append(float(truth[name][i]))
+                    m.append(values[name])
+
+    def rho(which: str, row: dict) -> float | None:
+        t, m = row.get(which, ([], []))
+        return _rho(np.asarray(t), m) if len(t) >= 3 else None
+
+    return {name: {"rho_input": rho("input", row), "rho_reconstruction": rho("reconstruction", row),
+                   "subjects_input": len(row.get("input", ([],))[0]),
+                   "subjects_reconstruction": len(row.get("reconstruction", ([],))[0]),
+                   "subjects": len(encodings)}
+            for name, row in pairs.items()}
+
+
+def _fmt_rho(value: float | None) -> str:
+    return "–" if value is None else f"{value:.2f}"
+
+
 def traversal_fidelity(model, encodings: Sequence, measure: Measure, ranges: Mapping[int, tuple[float, float]],
                        steps: int = 9, progress: Callable[[str], None] | None = None) -> dict[str, dict[str, Any]]:
     """Spearman ρ of re-measured attributes vs the latent value along each traversal.
@@ -560,7 +606,13 @@ def evaluate_run(run: str | os.PathLike, data: str | os.PathLike | None = None,
     result["reconstruction"] = reconstruction_scores(model, chosen, masks, kind.segment)
     log("reconstruction: MSE {mse[mean]:.4f}  SSIM {ssim[mean]:.3f}".format(**result["reconstruction"]))
     if kind.measure is not None and k:
-        healthy = [e for e, r in zip(encodings, records) if r.lesion is None or r.label in (None, "0")]
+        is_healthy = [r.lesion is None or r.label in (None, "0") for r in records]
+        healthy = [e for e, ok in zip(encodings, is_healthy) if ok]
+        truth = {n: attributes[np.asarray(is_healthy, bool), j] for j, n in enumerate(scored)}
+        result["decoded_attributes"] = decoded_attributes(model, healthy, kind.measure, truth)
+        log("attributes re-measured on input / reconstruction, ρ vs truth: " + ", ".join(
+            f"{n} {_fmt_rho(v['rho_input'])} / {_fmt_rho(v['rho_reconstruction'])}"
+            for n, v in result["decoded_attributes"].items()))
         probe = kind.measure(model.to_input_grid(model.reconstruct(healthy[0]), healthy[0])) if healthy else None
         measurable = [j for j in range(k) if probe is None or names[j] in probe]
         ranges = {j: tuple(np.percentile(mu[:, j], [5, 95])) for j in measurable}

@@ -19,7 +19,7 @@ which means "no classifier" (VAE, β-VAE, AR-VAE).
 | attri_vae   | 2 | 200 | 10  | yes (1)        | paper hyperparameters (default)           |
 | published   | 2 | 10  | 100 | yes (1)        | reference code: also L1 5e-5              |
 | fast_cpu    | 2 | 200 | 10  | yes (1)        | 32³, L 16, lr 1e-3 cosine to 1e-5, KL warm-up 200 steps |
-| brain_cpu   | 2 | 200 | 10  | yes (1)        | 64³ brain MRI on a CPU: L 32, batch 8     |
+| brain_cpu   | 2 | 200 | 10  | yes (1)        | 64³ brain MRI on a CPU: L 32, batch 8, lr 1e-3 cosine to 1e-5 |
 | brain_gpu   | 2 | 200 | 10  | yes (1)        | 128³ brain MRI on a GPU: L 64, batch 16   |
 
 The brain presets are for ``attrivae synth-brain`` cohorts (and real T1 volumes): sizes the
@@ -81,7 +81,9 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "brain_cpu": {
         "model": {"input_size": 64, "width": 1.0, "latent_dim": 32, "bottleneck_channels": 16},
         "loss": {"beta": 2.0, "gamma": 200.0, "delta": 10.0, "alpha": 1.0, "kl_warmup_steps": 200},
-        "optim": {"lr": 1e-3, "batch_size": 8},
+        # Cosine to 1e-5: 600 subjects, 30 epochs reached a validation ρ of 0.95 for the
+        # ventricles and 0.67 for cortical thickness (held-out 0.95 and 0.53).
+        "optim": {"lr": 1e-3, "batch_size": 8, "lr_schedule": "cosine", "lr_min": 1e-5},
     },
     "brain_gpu": {
         "model": {"input_size": 128, "width": 1.0, "latent_dim": 64, "bottleneck_channels": 16},

@@ -250,6 +250,14 @@ def _detail_tables(result: Mapping[str, Any]) -> str:
                          f"<td>{html.escape(str(worst_within[0]))} {_fmt(worst_within[1])}</td>"
                          f"<td>{v['subjects']}</td></tr>")
         parts.append("</table>")
+    decoded = result.get("decoded_attributes") or {}
+    if decoded:
+        parts.append(_table("Attributes re-measured on the input and on its reconstruction (subjects without a "
+                            "lesion; Spearman ρ vs the true values)",
+                            ("attribute", "ρ input", "ρ reconstruction", "measurable inputs",
+                             "measurable reconstructions", "n"),
+                            [(name, _fmt(v["rho_input"]), _fmt(v["rho_reconstruction"]), v["subjects_input"],
+                              v["subjects_reconstruction"], v["subjects"]) for name, v in decoded.items()]))
     loc = result.get("localization") or {}
     if loc:
         parts.append(_table("Localization (subjects with a lesion)",

@@ -11,8 +11,8 @@ import pytest
 
 from AttriVAELib.cli import main as cli_main
 from AttriVAELib.errors import ConfigError, InputError
-from AttriVAELib.evaluation import (EvaluationSettings, classification_scores, map_localization, measure_shell,
-                                    segment_shell, traversal_fidelity)
+from AttriVAELib.evaluation import (EvaluationSettings, classification_scores, decoded_attributes, map_localization,
+                                    measure_shell, segment_shell, traversal_fidelity)
 from AttriVAELib.io import Volume
 from AttriVAELib.synth import geometry_for_size, render_factors, sample_factors
 
@@ -86,6 +86,32 @@ def test_traversal_leakage_pools_subjects():
     assert entangled["max_axial_diameter_mm"]["leakage"]["wall_thickness_mm"] >= 0.9
 
 
+class ReconstructingDecoder(RenderingDecoder):
+    """Reconstructs a subject exactly, or (``frozen``) always as the same first subject."""
+
+    def __init__(self, frozen_image: np.ndarray | None = None) -> None:
+        super().__init__()
+        self.frozen_image = frozen_image
+
+    def reconstruct(self, subject):
+        return subject.image if self.frozen_image is None else self.frozen_image
+
+
+def test_decoded_attributes_separate_a_faithful_decoder_from_a_frozen_one():
+    thicknesses = (5.5, 6.5, 7.5, 8.5, 9.5)
+    subjects = [dataclasses.make_dataclass("Subject", ["image"])(
+        render_factors(dataclasses.replace(_healthy_factors(), thickness_mm=t), SIZE)[0]) for t in thicknesses]
+    truth = {"wall_thickness_mm": list(thicknesses), "not_measured": [0.0] * 5}
+    faithful = decoded_attributes(ReconstructingDecoder(), subjects, measure_shell, truth)
+    assert set(faithful) == {"wall_thickness_mm"}
+    row = faithful["wall_thickness_mm"]
+    assert row["rho_input"] >= 0.9 and row["rho_reconstruction"] >= 0.9
+    assert row["subjects"] == row["subjects_input"] == row["subjects_reconstruction"] == 5
+    frozen = decoded_attributes(ReconstructingDecoder(subjects[0].image), subjects, measure_shell, truth)
+    assert frozen["wall_thickness_mm"]["rho_input"] >= 0.9
+    assert frozen["wall_thickness_mm"]["rho_reconstruction"] == 0.0  # a constant measurement has no ρ
+
+
 def test_shell_segmentation_measures_the_phantom():
     f = _healthy_factors()
     image, wall, _ = render_factors(f, SIZE)
@@ -150,7 +176,13 @@ def test_evaluate_writes_metrics_and_a_self_contained_report(tiny_run, tmp_path,
     assert set(metrics["localization"]) >= {"lesion_attribute_gradcam", "classifier_gradcam",
                                             "counterfactual_difference", "integrated_gradients"}
     assert metrics["classification"]["auc"]["ci95"][0] <= metrics["classification"]["auc"]["value"]
+    decoded = metrics["decoded_attributes"]
+    assert set(decoded) <= set(metrics["attributes"]) and "wall_thickness_mm" in decoded
+    row = decoded["wall_thickness_mm"]  # one epoch: the inputs are measurable, the reconstructions maybe not
+    assert row["subjects_input"] >= 3 and -1 <= row["rho_input"] <= 1
+    assert row["subjects_reconstruction"] <= row["subjects"]
     page = (out / "report.html").read_text()
+    assert "re-measured on the input and on its reconstruction" in page
     sources = re.findall(r"src='([^']*)'", page)
     assert len(sources) >= 5 and all(s.startswith("data:image/png;base64,") for s in sources)
     assert "http://" not in page and "https://" not in page

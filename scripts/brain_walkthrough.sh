@@ -24,9 +24,14 @@ if [ ! -f "$OUT/cohort/manifest.csv" ]; then
   "${CLI[@]}" synth-brain --out "$OUT/cohort" --n "$N" --size "$SIZE" --workers "$WORKERS" --quiet
 fi
 
+# Left-right mirroring: the MNI152 2009 template is symmetric, and so is everything the
+# generator does to it, so a mirrored subject is another subject with the same attributes.
 cat >"$OUT/train.yaml" <<EOF
 data:
   workers: $WORKERS
+  augmentation:
+    flip: 0.5
+    flip_axes: [2]
 EOF
 if [ -f "$OUT/run/heldout.json" ]; then
   echo "training already finished: $OUT/run"
