@@ -31,6 +31,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from AttriVAELib import brain  # noqa: E402
+from AttriVAELib.errors import AttriVAEError  # noqa: E402
 from AttriVAELib.evaluation import _evaluation_records, cohort_kind  # noqa: E402
 from AttriVAELib.inference import AttriVAEModel  # noqa: E402
 from AttriVAELib.io import Volume, write_image  # noqa: E402
@@ -95,4 +96,7 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except AttriVAEError as err:  # a missing or wrong run: one line, as the CLI does
+        sys.exit(f"brain_roundtrip: {err}")
