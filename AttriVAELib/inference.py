@@ -28,6 +28,7 @@ Shapes: latents ``(B, L)``; model-grid volumes ``(N, N, N)`` in (z, y, x) order.
 from __future__ import annotations
 
 import copy
+import functools
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -184,6 +185,15 @@ class _OneDNNDecoder(nn.Module):
             return None
         return decoder if ok else None
 
+    @staticmethod
+    @functools.lru_cache(maxsize=1)
+    def bf16_capable() -> bool:
+        """Whether oneDNN has bf16 convolution kernels on this CPU (AVX-512 BW/VL/DQ or newer)."""
+        try:
+            return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        except (AttributeError, RuntimeError):
+            return False
+
     def _params(self, dtype: torch.dtype) -> dict[str, Tensor]:
         if dtype not in self._weights:
             self._weights[dtype] = {k: v.to(dtype) for k, v in self._weights[torch.float32].items()}
@@ -218,7 +228,8 @@ class AttriVAEModel:
         fast_decode: decode through a BatchNorm-folded copy of the decoder (same values up to
             float rounding): on CPU with oneDNN's fused convolution + activation kernels
             (:class:`_OneDNNDecoder`), else in channels_last_3d.
-        bf16: decode everything in bf16. By default only ``decode(z, preview=True)`` uses bf16,
+        bf16: decode everything in bf16 (emulated through autocast, and slow, on CPUs without
+            AVX-512, where oneDNN has no bf16 kernels). By default only ``decode(z, preview=True)`` uses bf16,
             and only where it is native (CPUs with AVX-512-bf16/AMX, recent GPUs): ~1.9× faster
             than fp32 at 80³ on a 2-core AVX-512-bf16 CPU (26 vs 50 ms), max error ~0.01 on the
             [0, 1] output — for a live slider, not for saved volumes or metrics.
@@ -267,6 +278,7 @@ class AttriVAEModel:
                                       f"attributes, the model regularizes {k}")
         self.fast_decode = bool(fast_decode)
         self.bf16 = bool(bf16)
+        self._folded: nn.Module | None = None  # the folded decoder in plain torch (also the bf16 fallback)
         self._decoder: nn.Module | None = None
         self._cache: dict[str, Any] = {}
         for p in self.network.parameters():
@@ -487,12 +499,11 @@ class AttriVAEModel:
                 self._decoder = self.network.decoder
             else:
                 folded = _fold_decoder(self.network)
+                self._folded = folded.to(memory_format=torch.channels_last_3d)
                 decoder: nn.Module | None = None
                 if self.device.type == "cpu":
                     decoder = _OneDNNDecoder.build(folded)
-                if decoder is None:
-                    decoder = folded.to(memory_format=torch.channels_last_3d)
-                self._decoder = decoder
+                self._decoder = decoder if decoder is not None else self._folded
         return self._decoder
 
     def decode_tensor(self, z: Tensor, preview: bool = False) -> Tensor:
@@ -501,6 +512,8 @@ class AttriVAEModel:
         net = self.network
         decoder = self._decoder_module()
         use_bf16 = self._use_bf16(preview)
+        if use_bf16 and isinstance(decoder, _OneDNNDecoder) and not _OneDNNDecoder.bf16_capable():
+            decoder = self._folded  # oneDNN refuses bf16 without AVX-512; autocast emulates it
         with torch.inference_mode():
             if isinstance(decoder, _OneDNNDecoder):
                 h = net.decoder_fc(z).view(z.shape[0], *net._bottleneck_shape)
