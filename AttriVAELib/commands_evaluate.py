@@ -41,13 +41,16 @@ def _add_settings_arguments(p: argparse.ArgumentParser, traversal: int, localiza
                    help=f"subjects with a lesion whose maps are localized (default {localization})")
     p.add_argument("--bootstrap", type=_non_negative, default=1000, help="bootstrap resamples (default 1000)")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
+    p.add_argument("--layer", default="auto",
+                   help="Grad-CAM layer of the localization and attention maps: auto (default), conv1 … conv5")
 
 
 def _settings(args: argparse.Namespace):
     from AttriVAELib.evaluation import EvaluationSettings
 
     return EvaluationSettings(split=args.split, traversal_subjects=args.traversal_subjects,
-                              localization_subjects=args.localization_subjects, bootstrap=args.bootstrap)
+                              localization_subjects=args.localization_subjects, bootstrap=args.bootstrap,
+                              layer=args.layer)
 
 
 def add_evaluate_arguments(p: argparse.ArgumentParser) -> None:

@@ -197,6 +197,9 @@ class EvaluationSettings:
         bootstrap: resamples for the classification intervals.
         ig_steps: steps of the latent-path integrated gradients.
         seed: seed of the bootstrap and of the estimators.
+        layer: Grad-CAM layer of the localization and attribute-attention maps (``"auto"``, ``"conv1"``…
+            ``"conv5"``; see :mod:`AttriVAELib.gradcam`): at 64³ the auto layer (conv4) is 4³, coarser
+            than small structures such as the ventricles.
     """
 
     split: str = "test"
@@ -207,6 +210,7 @@ class EvaluationSettings:
     bootstrap: int = 1000
     ig_steps: int = 16
     seed: int = 0
+    layer: str = "auto"
 
     def __post_init__(self) -> None:
         for name in ("traversal_subjects", "localization_subjects", "reconstruction_subjects", "bootstrap"):
@@ -438,7 +442,7 @@ def map_localization(heatmap: np.ndarray, region: np.ndarray) -> dict[str, float
 
 
 def localization_scores(model, encodings: Sequence, lesions: Sequence[np.ndarray], lesion_attribute: str | None,
-                        ig_steps: int = 16) -> dict[str, dict[str, Any]]:
+                        ig_steps: int = 16, layer: str = "auto") -> dict[str, dict[str, Any]]:
     """Localization of each explanation map on subjects with a lesion (lesion masks on the model grid).
 
     Maps: the Grad-CAM of ``lesion_attribute``, the classifier Grad-CAM, the |counterfactual
@@ -449,7 +453,7 @@ def localization_scores(model, encodings: Sequence, lesions: Sequence[np.ndarray
     per_map: dict[str, list[dict[str, float]]] = {}
     for enc, lesion in zip(encodings, lesions):
         region = ndi.binary_dilation(lesion > 0, iterations=1)
-        ex = explain_encoding(model, enc, ig_steps=ig_steps)
+        ex = explain_encoding(model, enc, layer=layer, ig_steps=ig_steps)
         maps = {
             "lesion_attribute_gradcam": ex.attribute_maps.get(lesion_attribute) if lesion_attribute else None,
             "classifier_gradcam": ex.classifier_map,
@@ -486,14 +490,14 @@ def _region_ratios(m: np.ndarray, region: np.ndarray, foreground: np.ndarray) ->
     return share / volume_share, fg_share / max(fg_volume_share, 1e-12), share, volume_share
 
 
-def attribute_map_variants(model, encoding) -> dict[str, dict[str, np.ndarray]]:
-    """Each attribute's Grad-CAM as ``"gradcam"`` (ReLU, as published) and ``"abs_signed_gradcam"``
+def attribute_map_variants(model, encoding, layer: str = "auto") -> dict[str, dict[str, np.ndarray]]:
+    """Each attribute's Grad-CAM at ``layer`` as ``"gradcam"`` (ReLU, as published) and ``"abs_signed_gradcam"``
     (|signed map|), both (N, N, N) on the model grid and unnormalized, from one backward pass."""
     import torch
 
     from AttriVAELib.gradcam import gradcam_maps, upsample_maps
 
-    raw = gradcam_maps(model, [encoding], "attributes", relu=False, upsample=False)  # (1, K, d, h, w)
+    raw = gradcam_maps(model, [encoding], "attributes", layer=layer, relu=False, upsample=False)  # (1, K, d, h, w)
     size = encoding.image.shape
     variants = {"gradcam": upsample_maps(torch.relu(raw), size)[0],
                 "abs_signed_gradcam": upsample_maps(raw, size)[0].abs()}
@@ -502,7 +506,7 @@ def attribute_map_variants(model, encoding) -> dict[str, dict[str, np.ndarray]]:
 
 
 def region_attention(model, encodings: Sequence, regions: Sequence[Mapping[str, np.ndarray]],
-                     foregrounds: Sequence[np.ndarray]) -> dict[str, dict[str, Any]]:
+                     foregrounds: Sequence[np.ndarray], layer: str = "auto") -> dict[str, dict[str, Any]]:
     """How much of each attribute's Grad-CAM falls where the attribute lives.
 
     Two maps per attribute: the usual Grad-CAM (ReLU: the evidence that raises the dim; it is
@@ -521,7 +525,7 @@ def region_attention(model, encodings: Sequence, regions: Sequence[Mapping[str, 
     """
     rows: dict[tuple[str, str], list[tuple[float, ...]]] = {}
     for enc, subject_regions, foreground in zip(encodings, regions, foregrounds):
-        for variant, maps in attribute_map_variants(model, enc).items():
+        for variant, maps in attribute_map_variants(model, enc, layer).items():
             for name, region in subject_regions.items():
                 m = maps.get(name)
                 if m is None or not region.any():
@@ -570,11 +574,13 @@ def evaluate_run(run: str | os.PathLike, data: str | os.PathLike | None = None,
     Returns the JSON-ready dictionary written to ``metrics.json`` by :func:`write_evaluation`.
     """
     from AttriVAELib import metrics as M
+    from AttriVAELib.gradcam import resolve_layer
     from AttriVAELib.inference import AttriVAEModel
     from AttriVAELib.preprocessing import to_model_grid
 
     s = settings or EvaluationSettings()
     model = AttriVAEModel.load(run, device=device)
+    layer, _ = resolve_layer(model.network, s.layer)  # a wrong layer fails before any work
     manifest, records, split = _evaluation_records(model, data, s.split)
     kind = cohort_kind(manifest)
     log(f"evaluating {run} on {len(records)} subjects ({split} split of {manifest.path}, cohort kind {kind.name})")
@@ -591,7 +597,7 @@ def evaluate_run(run: str | os.PathLike, data: str | os.PathLike | None = None,
     result: dict[str, Any] = {
         "run": str(Path(run).resolve()), "data": str(manifest.path), "split": split, "n": len(records),
         "cohort_kind": kind.name, "attributes": scored, "regularized_dims": list(range(k)),
-        "preset": model.meta.get("preset"),
+        "preset": model.meta.get("preset"), "gradcam_layer": layer,
     }
     if scored and len(records) >= 10 and len(scored) <= mu.shape[1]:
         result["disentanglement"] = M.summarize(mu, attributes, names=scored, intended=list(range(len(scored))),
@@ -623,7 +629,7 @@ def evaluate_run(run: str | os.PathLike, data: str | os.PathLike | None = None,
     if with_lesion:
         lesions = [to_model_grid(read_mask(r.lesion), e.mapping, "nearest") for e, r in with_lesion]
         result["localization"] = localization_scores(model, [e for e, _ in with_lesion], lesions,
-                                                     _lesion_attribute(names), s.ig_steps)
+                                                     _lesion_attribute(names), s.ig_steps, s.layer)
         log(f"localization on {len(with_lesion)} subjects with a lesion")
     tied = {n: kind.regions[n] for n in names if n in kind.regions}
     if tied:
@@ -634,7 +640,8 @@ def evaluate_run(run: str | os.PathLike, data: str | os.PathLike | None = None,
                           for folder in {region.folder for region in tied.values()}}
             regions.append({n: np.isin(labels_map[reg.folder], reg.labels) for n, reg in tied.items()})
             foregrounds.append(next(iter(labels_map.values())) > 0)
-        result["attribute_attention"] = region_attention(model, [e for e, _ in chosen], regions, foregrounds)
+        result["attribute_attention"] = region_attention(model, [e for e, _ in chosen], regions, foregrounds,
+                                                         s.layer)
         log(f"attribute attention on {len(chosen)} subjects")
     result["settings"] = s.__dict__
     return result

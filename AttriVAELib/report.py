@@ -232,6 +232,11 @@ def _table(title: str, headers: Sequence[str], rows: Sequence[Sequence[Any]]) ->
     return f"<h3>{html.escape(title)}</h3><table><tr>{head}</tr>{body}</table>"
 
 
+def _layer(result: Mapping[str, Any]) -> str:
+    """The Grad-CAM layer the maps came from (``encoder.conv4`` → ``conv4``; older results: auto)."""
+    return str(result.get("gradcam_layer") or "auto").removeprefix("encoder.")
+
+
 def _detail_tables(result: Mapping[str, Any]) -> str:
     parts = []
     fid = result.get("traversal_fidelity") or {}
@@ -260,7 +265,7 @@ def _detail_tables(result: Mapping[str, Any]) -> str:
                               v["subjects_reconstruction"], v["subjects"]) for name, v in decoded.items()]))
     loc = result.get("localization") or {}
     if loc:
-        parts.append(_table("Localization (subjects with a lesion)",
+        parts.append(_table(f"Localization (subjects with a lesion; Grad-CAM layer {_layer(result)})",
                             ("map", "mass in dilated lesion ÷ uniform (median)", "subjects above uniform",
                              "pointing game", "NCC", "n"),
                             [(name, _fmt(v["mass_ratio_median"], 2), f"{v['share_above_uniform']:.0%}",
@@ -268,7 +273,7 @@ def _detail_tables(result: Mapping[str, Any]) -> str:
                              for name, v in loc.items()]))
     att = result.get("attribute_attention") or {}
     if att:
-        parts.append(_table("Attribute attention (where each attribute lives)",
+        parts.append(_table(f"Attribute attention (where each attribute lives; Grad-CAM layer {_layer(result)})",
                             ("attribute", "map", "mass in region ÷ uniform (median)", "÷ uniform within the brain",
                              "subjects above uniform", "empty maps", "n"),
                             [(name, variant, _fmt(v["ratio_vs_uniform_median"], 2),

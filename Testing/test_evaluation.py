@@ -170,6 +170,7 @@ def test_evaluate_writes_metrics_and_a_self_contained_report(tiny_run, tmp_path,
     assert rc == 0, capsys.readouterr().err
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["split"] == "train" and metrics["cohort_kind"] == "phantom"
+    assert metrics["gradcam_layer"].startswith("encoder.conv")  # "auto", resolved for this input size
     for key in ("interpretability", "mig", "sap", "scc", "modularity", "auc", "ssim", "dice"):
         assert key in metrics["headline"], key
         assert np.isfinite(metrics["headline"][key])
@@ -199,6 +200,10 @@ def test_evaluate_bad_input_is_one_line(tiny_run, tmp_path, capsys):
     bad.write_text("subject,image\n")
     rc = cli_main(["evaluate", "--model", str(tiny_run), "--data", str(bad), "--out", str(tmp_path / "e")])
     assert rc == 2 and len(capsys.readouterr().err.strip().splitlines()) == 1
+    rc = cli_main(["evaluate", "--model", str(tiny_run), "--layer", "conv9", "--out", str(tmp_path / "e")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "unknown Grad-CAM layer 'conv9'" in err[0]
+    assert not (tmp_path / "e").exists()
 
 
 def test_compare_trains_each_method_and_writes_the_table(tiny_cohort, tmp_path, capsys):
@@ -276,6 +281,10 @@ def test_region_attention_scores_each_attribute_map(tiny_run):
         for v in variants.values():
             assert v["ratio_vs_uniform_median"] >= 0 and 0 <= v["empty_maps"] <= 2
     assert "Attribute attention" in _detail_tables({"attribute_attention": result})
+    # Another layer gives other maps; the report names the layer.
+    fine = region_attention(model, encodings, regions, [foreground] * 2, layer="conv1")
+    assert fine["wall_thickness_mm"]["gradcam"] != result["wall_thickness_mm"]["gradcam"]
+    assert "Grad-CAM layer conv1" in _detail_tables({"attribute_attention": fine, "gradcam_layer": "encoder.conv1"})
 
 
 def test_region_ratios_against_a_uniform_map():
