@@ -44,6 +44,7 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "num_threads": 0,  # torch intra-op threads; 0 = torch's default
     "deterministic": True,  # deterministic algorithms on CPU
     "selection_metric": "val_loss",
+    "init_from": None,  # a run folder or model.safetensors whose weights start this run (fine-tuning)
 }
 
 DATA_DEFAULTS: dict[str, Any] = {

@@ -2,11 +2,14 @@
 
 All terms are computed in float32, even when the forward pass ran under bf16 autocast.
 
-``total = reconstruction + kl + ar + classification + l1`` where
+``total = reconstruction + kl + ar + reencoded_ar + classification + l1`` where
 
 - ``reconstruction``: SSE (or summed BCE) per sample, mean over the batch;
 - ``kl``: ``β_t·|KL − C|`` with ``β_t`` linearly warmed up from 0 over ``kl_warmup_steps``;
 - ``ar``: ``γ·Σ_k L_k``, the AR-VAE sign loss on latent dims 0..K-1 (Pati & Lerch 2020);
+- ``reencoded_ar``: ``γ_r·Σ_k L_k`` of the same sign loss on the *reconstruction* encoded again
+  with frozen encoder weights (``recon_mu``; off by default): the decoder must draw each attribute
+  so that the encoder, trained on real images only, reads it back in the right order;
 - ``classification``: ``α·`` BCE-with-logits (binary) or cross-entropy (multiclass);
 - ``l1``: ``λ·Σ|θ|`` over the model's parameters.
 """
@@ -52,6 +55,7 @@ class LossConfig:
     kl_warmup_steps: int = 0  # β ramps linearly from 0 over this many optimizer steps
     gamma: float = 200.0  # attribute regularization weight
     delta: float = 10.0  # tanh sharpness of the AR loss
+    reencoded_gamma: float = 0.0  # AR loss on the reconstruction re-encoded by the frozen encoder
     alpha: float = 1.0  # classification weight
     class_weights: list[float] | None = None  # per class (binary: [w_neg, w_pos])
     l1: float = 0.0  # L1 weight penalty (reference code: 5e-5)
@@ -62,7 +66,7 @@ class LossConfig:
 
         if self.reconstruction not in RECONSTRUCTION_KINDS:
             fail(f"reconstruction must be one of {', '.join(RECONSTRUCTION_KINDS)}, got {self.reconstruction!r}")
-        for name in ("beta", "capacity", "gamma", "alpha", "l1"):
+        for name in ("beta", "capacity", "gamma", "reencoded_gamma", "alpha", "l1"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 fail(f"{name} must be a non-negative number, got {value}")
@@ -199,7 +203,7 @@ def l1_penalty(model: nn.Module) -> Tensor:
 class AttriVAELoss:
     """The full objective; ``__call__`` returns every term separately for logging.
 
-    Keys: ``total``, ``reconstruction``, ``kl`` (β_t·|KL − C|), ``ar`` (γ·Σ_k L_k),
+    Keys: ``total``, ``reconstruction``, ``kl`` (β_t·|KL − C|), ``ar`` (γ·Σ_k L_k), ``reencoded_ar``,
     ``classification`` (α·CE), ``l1`` (λ·Σ|θ|) with ``total`` their sum, plus diagnostics
     ``kl_raw`` (KL in nats), ``ar_per_attribute`` ((K,) unweighted L_k) and ``beta`` (β_t).
     Terms that are off (weight 0, or no attributes / labels / logits / model) are 0.
@@ -227,7 +231,7 @@ class AttriVAELoss:
             beta = cfg.beta_at(step)
             kl = beta * (kl_raw - cfg.capacity).abs() if beta > 0 else zero
 
-            ar, ar_per = zero, torch.zeros(0, device=device)
+            ar, ar_per, reencoded = zero, torch.zeros(0, device=device), zero
             if attributes is not None and attributes.numel() and attributes.shape[-1] > 0:
                 z = outputs["z"]
                 k = attributes.shape[1]
@@ -236,6 +240,9 @@ class AttriVAELoss:
                 ar_per = attribute_regularization(z[:, :k], attributes, cfg.delta)
                 if cfg.gamma > 0:
                     ar = cfg.gamma * ar_per.sum()
+                if cfg.reencoded_gamma > 0 and "recon_mu" in outputs:
+                    reencoded = cfg.reencoded_gamma * attribute_regularization(
+                        outputs["recon_mu"][:, :k].float(), attributes, cfg.delta).sum()
 
             cls = zero
             logits = outputs.get("logits")
@@ -248,12 +255,13 @@ class AttriVAELoss:
                     raise ConfigError("loss.l1 > 0 needs the model passed to the loss")
                 l1 = cfg.l1 * l1_penalty(model).to(device)
 
-            total = recon + kl + ar + cls + l1
+            total = recon + kl + ar + reencoded + cls + l1
         return {
             "total": total,
             "reconstruction": recon,
             "kl": kl,
             "ar": ar,
+            "reencoded_ar": reencoded,
             "classification": cls,
             "l1": l1,
             "kl_raw": kl_raw,

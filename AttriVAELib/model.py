@@ -428,18 +428,42 @@ class AttriVAE(nn.Module):
         logits = self.classifier(z)
         return logits.squeeze(1) if self.config.num_classes == 2 else logits
 
-    def forward(self, x: Tensor) -> dict[str, Tensor]:
+    def encode_mu_frozen(self, x: Tensor) -> Tensor:
+        """μ (B, L) of ``x`` through the encoder with its weights and BatchNorm statistics held
+        fixed: gradients reach ``x`` (e.g. a reconstruction, hence the decoder) but no encoder weight,
+        and the running statistics are not updated."""
+        path = _MuPath(self)
+        state = {n: p.detach() for n, p in path.named_parameters()}
+        state.update({n: b.clone() for n, b in path.named_buffers()})
+        return torch.func.functional_call(path, state, (x,))
+
+    def forward(self, x: Tensor, reencode: bool = False) -> dict[str, Tensor]:
         """Returns ``mu``, ``logvar``, ``z`` (B, L), ``recon`` and ``recon_logits``
-        (B, C, N, N, N) and, with a classifier, ``logits``."""
+        (B, C, N, N, N) and, with a classifier, ``logits``. ``reencode=True`` adds ``recon_mu``
+        (B, L): the reconstruction encoded again by :meth:`encode_mu_frozen`."""
         mu, logvar = self.encode(x)
         z = self.reparameterize(mu, logvar)
         recon_logits = self.decode_logits(z)
         out = {"mu": mu, "logvar": logvar, "z": z, "recon": torch.sigmoid(recon_logits),
                "recon_logits": recon_logits}
+        if reencode:
+            out["recon_mu"] = self.encode_mu_frozen(out["recon"].to(x.dtype))
         logits = self.classify(z)
         if logits is not None:
             out["logits"] = logits
         return out
+
+
+class _MuPath(nn.Module):
+    """The encoder's path to μ as a module of its own (not registered: it only borrows the
+    network's layers), so that ``torch.func.functional_call`` can run it with frozen weights."""
+
+    def __init__(self, network: AttriVAE) -> None:
+        super().__init__()
+        self.encoder, self.encoder_fc, self.fc_mu = network.encoder, network.encoder_fc, network.fc_mu
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc_mu(self.encoder_fc(self.encoder(x)))
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:

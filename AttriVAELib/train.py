@@ -41,7 +41,7 @@ from AttriVAELib.config import dump_yaml, load_yaml, resolve_config
 from AttriVAELib.errors import CheckpointError, ConfigError, TrainingError
 from AttriVAELib.manifest import AttributeScaler, attribute_unit, load_manifest, load_split
 
-LOSS_TERMS = ("total", "reconstruction", "kl", "ar", "classification", "l1")
+LOSS_TERMS = ("total", "reconstruction", "kl", "ar", "reencoded_ar", "classification", "l1")
 
 
 @dataclass
@@ -115,6 +115,7 @@ class Trainer:
         self.run_dir = Path(run_dir)
         self.progress = progress and self.ctx.is_main
         self.log = log or (lambda m: _log(m, self.ctx))
+        self.resuming = resume
         tcfg = config["train"]
         if tcfg["num_threads"]:
             torch.set_num_threads(int(tcfg["num_threads"]))
@@ -187,8 +188,12 @@ class Trainer:
         self.model_config.validate()
         self.config["model"] = self.model_config.to_dict()
         self.loss_config = lcfg
+        # The reconstruction is encoded again only where a loss term reads it.
+        self.reencode = lcfg.reencoded_gamma > 0 and k > 0
         torch.manual_seed(int(self.config["train"]["seed"]))
         self.model = AttriVAE(self.model_config).to(self.device)
+        if self.config["train"]["init_from"] and not self.resuming:  # a resumed run has its own weights
+            self._init_from(self.config["train"]["init_from"])
         self.criterion = AttriVAELoss(lcfg)
         self._setup_fast_path()
         ocfg = self.config["optim"]
@@ -204,6 +209,22 @@ class Trainer:
             # Compiled for training only; evaluation and checkpoints use the eager module
             # (same parameters), so state-dict keys never carry a compile prefix.
             self.train_model = torch.compile(self.train_model)
+
+    def _init_from(self, location: str | os.PathLike) -> None:
+        """Start from the weights of another run's best model (same network configuration)."""
+        from AttriVAELib.checkpoint import checkpoint_paths
+
+        weights, _ = checkpoint_paths(location, "model")
+        if not weights.exists():
+            raise CheckpointError(f"train.init_from: {location}: no model.safetensors to start from")
+        tensors, meta = load_checkpoint(location, name="model", device="cpu")
+        saved = meta.get("model_config")
+        if saved != self.model_config.to_dict():
+            differ = sorted(k for k in self.model_config.to_dict() if (saved or {}).get(k) != self.model_config.to_dict()[k])
+            raise CheckpointError(f"train.init_from: {weights} has another network configuration "
+                                  f"(differs in {', '.join(differ) or 'every field'})")
+        self.model.load_state_dict(split_prefix(tensors, "model"))
+        self.log(f"starting from the weights of {weights}")
 
     def _setup_fast_path(self) -> None:
         from AttriVAELib.fastpath import bf16_supported
@@ -318,7 +339,7 @@ class Trainer:
     def _step_losses(self, model: Callable, batch: Mapping[str, Any], step: int) -> dict[str, torch.Tensor]:
         x, attrs, labels = self._batch_to_device(batch)
         with self._autocast():
-            outputs = model(x)
+            outputs = model(x, reencode=self.reencode)
         return self.criterion(outputs, x, attrs, labels, model=self.model, step=step)
 
     def train_epoch(self, epoch: int, bar) -> dict[str, float]:
@@ -393,7 +414,7 @@ class Trainer:
         for batch in self._loader(self.val_set, epoch, shuffle=False):
             x, a, y = self._batch_to_device(batch)
             with self._autocast():
-                out = self.model(x)
+                out = self.model(x, reencode=self.reencode)
             losses = self.criterion(out, x, a, y, model=self.model, step=10**9)
             n = x.shape[0]
             count += n
@@ -679,6 +700,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, help="training seed")
     p.add_argument("--max-minutes", type=float, help="stop after the epoch that reaches this wall time (0 = no limit)")
     p.add_argument("--resume", type=Path, metavar="RUN", help="continue an interrupted run")
+    p.add_argument("--init", type=Path, metavar="RUN", help="start from the weights of RUN's best model (fine-tune; "
+                   "same network configuration)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -695,8 +718,10 @@ def run_from_args(args: argparse.Namespace) -> int:
         for key, section, name in (("epochs", "train", "epochs"), ("batch_size", "optim", "batch_size"),
                                    ("lr", "optim", "lr"), ("device", "train", "device"),
                                    ("precision", "train", "precision"), ("seed", "train", "seed"),
-                                   ("max_minutes", "train", "max_minutes")):
+                                   ("max_minutes", "train", "max_minutes"), ("init", "train", "init_from")):
             value = getattr(args, key)
+            if isinstance(value, Path):
+                value = str(value.resolve())
             if value is not None:
                 overrides.setdefault(section, {})[name] = value
         if args.size is not None:

@@ -198,8 +198,9 @@ def test_total_is_sum_of_named_terms_and_weights_apply():
     model = nn.Linear(3, 2)
     cfg = LossConfig(beta=2.0, gamma=7.0, delta=3.0, alpha=0.5, l1=0.01)
     terms = AttriVAELoss(cfg)(out, x, attrs, labels, model)
-    named = ("reconstruction", "kl", "ar", "classification", "l1")
+    named = ("reconstruction", "kl", "ar", "reencoded_ar", "classification", "l1")
     torch.testing.assert_close(terms["total"], sum(terms[k] for k in named))
+    assert float(terms["reencoded_ar"]) == 0.0  # off by default
     torch.testing.assert_close(terms["reconstruction"], reconstruction_loss(out["recon"], x, "sse"))
     torch.testing.assert_close(terms["kl"], 2.0 * kl_divergence(out["mu"], out["logvar"]).abs())
     per = attribute_regularization(out["z"][:, :3], attrs, 3.0)
@@ -209,6 +210,25 @@ def test_total_is_sum_of_named_terms_and_weights_apply():
     l1_manual = 0.01 * sum(float(p.abs().sum()) for p in model.parameters())
     assert float(terms["l1"]) == pytest.approx(l1_manual, rel=1e-6)
     assert float(l1_penalty(model)) == pytest.approx(l1_manual / 0.01, rel=1e-6)
+
+
+def test_reencoded_ar_scores_the_reconstructions_codes():
+    out = _outputs()
+    x = torch.rand(4, 1, 4, 4, 4)
+    attrs = torch.rand(4, 3)
+    out["recon_mu"] = torch.randn(4, 5)
+    cfg = LossConfig(gamma=7.0, delta=3.0, alpha=0.0, reencoded_gamma=11.0)
+    terms = AttriVAELoss(cfg)(out, x, attrs)
+    expected = 11.0 * attribute_regularization(out["recon_mu"][:, :3], attrs, 3.0).sum()
+    torch.testing.assert_close(terms["reencoded_ar"], expected)
+    torch.testing.assert_close(terms["total"], terms["reconstruction"] + terms["kl"] + terms["ar"] + expected)
+    # Codes already in the attributes' order score (almost) nothing.
+    ranks = torch.tensor([[0.0, 1.0, 2.0], [1.0, 2.0, 0.0], [2.0, 0.0, 1.0], [3.0, 3.0, 3.0]])
+    out["recon_mu"] = torch.cat([ranks * 10, torch.zeros(4, 2)], 1)
+    assert float(AttriVAELoss(cfg)(out, x, ranks)["reencoded_ar"]) < 1e-3
+    # Without recon_mu (the model was not asked to re-encode) the term is 0.
+    del out["recon_mu"]
+    assert float(AttriVAELoss(cfg)(out, x, attrs)["reencoded_ar"]) == 0.0
 
 
 def test_capacity_and_warmup():
@@ -280,6 +300,7 @@ def test_loss_is_float32_under_bf16_autocast_and_gradients_flow():
         {"betta": 2.0},
         {"alpha": "lots"},
         {"l1": -1e-5},
+        {"reencoded_gamma": -1.0},
     ],
 )
 def test_bad_loss_config(data):

@@ -314,3 +314,19 @@ def test_bf16_weight_gradients_of_every_conv_match_float64(layout):
             err = float((got.double() - want).norm() / want.norm())
             assert err < 0.02, f"{name}: bf16 {what} gradient off by {err:.3g} (relative) for input {tuple(x.shape)}"
 
+
+
+def test_frozen_reencoding_reaches_the_input_only():
+    net = _small(num_regularized=2).train()
+    x = torch.rand(3, 1, 16, 16, 16, requires_grad=True)
+    before = {n: b.clone() for n, b in net.named_buffers()}
+    net.encode_mu_frozen(x).sum().backward()
+    assert all(p.grad is None for p in net.parameters())  # no encoder weight learns from it
+    assert float(x.grad.abs().sum()) > 0
+    assert all(torch.equal(before[n], b) for n, b in net.named_buffers())  # BatchNorm statistics untouched
+    net.eval()
+    torch.testing.assert_close(net.encode_mu_frozen(x.detach()), net.encode(x.detach())[0])
+    out = net(x.detach(), reencode=True)
+    torch.testing.assert_close(out["recon_mu"], net.encode(out["recon"])[0])
+    assert "recon_mu" not in net(x.detach())
+    assert set(net.state_dict()) == set(_small(num_regularized=2).state_dict())  # checkpoints unchanged

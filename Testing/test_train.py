@@ -195,3 +195,34 @@ def test_cosine_schedule_is_applied_and_logged(cohort_copy: Path, tmp_path: Path
     _, meta = load_checkpoint(tmp_path / "run", name="last")
     lrs = [row["lr"] for row in meta["history"]]  # the lr of each epoch's last step
     assert lrs[-1] == pytest.approx(1e-5) and lrs[0] < 1e-3 and lrs[0] > lrs[1] > lrs[2]
+
+
+def test_init_from_starts_at_another_runs_weights_and_reencodes(tiny_cohort: Path, tiny_run: Path,
+                                                                 tmp_path: Path) -> None:
+    from AttriVAELib.train import Trainer
+
+    config = resolve_config("attri_vae", {**TINY, "loss": {"reencoded_gamma": 50.0},
+                                          "train": {**TINY["train"], "epochs": 1, "init_from": str(tiny_run)}})
+    trainer = Trainer(config, tiny_cohort, tmp_path / "tuned", progress=False)
+    source = split_prefix(load_checkpoint(tiny_run)[0], "model")
+    start = trainer.model.state_dict()
+    assert all(torch.equal(start[k].contiguous(), v) for k, v in source.items())
+    assert trainer.reencode
+    row = trainer.train_epoch(0, None)
+    assert row["train_reencoded_ar"] > 0  # the reconstruction's codes are scored, and logged
+    # Without the term the reconstruction is not encoded again (no cost).
+    plain = Trainer(resolve_config("attri_vae", TINY), tiny_cohort, tmp_path / "plain", progress=False)
+    assert not plain.reencode and plain.train_epoch(0, None)["train_reencoded_ar"] == 0
+
+
+def test_init_from_a_different_network_is_one_line(cohort_copy: Path, tiny_run: Path, tmp_path: Path) -> None:
+    config = write_config(tmp_path, {"model": {"latent_dim": 6}})
+    result = cli("train", "--data", str(cohort_copy), "--config", str(config), "--init", str(tiny_run),
+                 "--out", str(tmp_path / "bad"), "--quiet")
+    err = result.stderr.strip().splitlines()  # the device line, then one error line
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert err[-1].startswith("attrivae train: error: train.init_from:")
+    assert "has another network configuration (differs in latent_dim" in err[-1]
+    missing = cli("train", "--data", str(cohort_copy), "--config", str(config), "--init", str(tmp_path / "none"),
+                  "--out", str(tmp_path / "bad2"), "--quiet")
+    assert missing.returncode == 2 and "no model.safetensors to start from" in missing.stderr
