@@ -8,7 +8,8 @@
 * **Traversal fidelity** (the exact version of Fader networks' evaluation classifier): decode a
   sweep of each regularized shape dim, segment, re-measure every shape attribute; Spearman ρ of
   the measured target attribute vs the latent value, and the largest |ρ| leaking into another,
-  both over all traversed subjects' steps pooled (per-subject values are kept too).
+  both over all traversed subjects' steps pooled (per-subject values are kept too), and the
+  traversal's gain: the measured change across the sweep ÷ the attribute's 5–95 % spread.
 * **Localization** of every explanation map on subjects with a lesion: the map's mass inside
   the lesion mask dilated by one voxel divided by the share a uniform map puts there, the
   pointing game (is the peak inside?) and the normalized cross-correlation with the mask.
@@ -359,7 +360,8 @@ def _fmt_rho(value: float | None) -> str:
 
 
 def traversal_fidelity(model, encodings: Sequence, measure: Measure, ranges: Mapping[int, tuple[float, float]],
-                       steps: int = 9, progress: Callable[[str], None] | None = None) -> dict[str, dict[str, Any]]:
+                       steps: int = 9, progress: Callable[[str], None] | None = None,
+                       spreads: Mapping[str, float] | None = None) -> dict[str, dict[str, Any]]:
     """Spearman ρ of re-measured attributes vs the latent value along each traversal.
 
     The headline numbers pool every (subject, step) of a dim's traversals: ``rho`` is ρ of the
@@ -370,21 +372,31 @@ def traversal_fidelity(model, encodings: Sequence, measure: Measure, ranges: Map
     Within one subject any monotone side effect, however small, has |ρ| = 1; those per-subject
     numbers are kept as ``rho_within_median``, ``rho_within_min`` and ``leakage_within``.
 
+    How far a traversal moves its attribute tells a low pooled ρ of a decoder that renders too
+    small a change (gain ≪ 1, each subject keeping its own offset) from one that renders the
+    wrong thing: ``change_median`` is the median over subjects of the measured change across the
+    sweep (least-squares slope × the swept range, in the attribute's units), and ``gain`` divides it
+    by the attribute's spread among real subjects where ``spreads`` gives one.
+
     Args:
         encodings: the subjects to traverse.
         measure: volume on the input grid → {attribute: value} or None (step skipped).
         ranges: regularized dim → (low, high) latent values swept.
+        spreads: attribute name → its spread among real subjects (e.g. the 5–95 % range of the
+            true values over the range's subjects), for ``gain``.
 
     Returns:
         attribute name → ``{"rho", "leakage_max", "leakage_max_attribute", "leakage": {other: |ρ|},
-        "rho_within_median", "rho_within_min", "leakage_within": {other: median |ρ|}, "subjects"}``;
-        only attributes the measure returns.
+        "rho_within_median", "rho_within_min", "leakage_within": {other: median |ρ|},
+        "change_median", "spread", "gain", "subjects"}`` (``spread`` and ``gain`` None without
+        ``spreads``); only attributes the measure returns.
     """
     names = model.attribute_names
     result: dict[str, dict[str, Any]] = {}
     for k, (lo, hi) in ranges.items():
         values = np.linspace(lo, hi, steps)
         within: list[float] = []
+        changes: list[float] = []
         within_leaks: dict[str, list[float]] = {}
         pooled: dict[str, list[float]] = {}
         pooled_x: list[float] = []
@@ -396,7 +408,9 @@ def traversal_fidelity(model, encodings: Sequence, measure: Measure, ranges: Map
                 continue
             x = values[keep]
             others = [o for o in names if o != names[k] and all(o in rows[i] for i in keep)]
-            within.append(_rho(x, [rows[i][names[k]] for i in keep]))
+            target = [rows[i][names[k]] for i in keep]
+            within.append(_rho(x, target))
+            changes.append(float(np.polyfit(x, target, 1)[0]) * (hi - lo))
             for other in others:
                 within_leaks.setdefault(other, []).append(abs(_rho(x, [rows[i][other] for i in keep])))
             pooled_x.extend(x.tolist())
@@ -409,11 +423,15 @@ def traversal_fidelity(model, encodings: Sequence, measure: Measure, ranges: Map
         x_all = np.asarray(pooled_x)
         leaks = {o: abs(_rho(x_all, v)) for o, v in pooled.items() if o != names[k] and len(v) == len(x_all)}
         worst = max(leaks.items(), key=lambda kv: kv[1]) if leaks else (None, 0.0)
+        change = float(np.median(changes))
+        spread = (spreads or {}).get(names[k])
+        gain = change / spread if spread else None
         result[names[k]] = {"rho": _rho(x_all, pooled[names[k]]), "leakage_max": worst[1],
                             "leakage_max_attribute": worst[0], "leakage": leaks,
                             "rho_within_median": float(np.median(within)), "rho_within_min": float(np.min(within)),
                             "leakage_within": {o: float(np.median(v)) for o, v in within_leaks.items()},
-                            "subjects": len(within)}
+                            "change_median": change, "spread": None if spread is None else float(spread),
+                            "gain": gain, "subjects": len(within)}
     return result
 
 
@@ -622,8 +640,9 @@ def evaluate_run(run: str | os.PathLike, data: str | os.PathLike | None = None,
         probe = kind.measure(model.to_input_grid(model.reconstruct(healthy[0]), healthy[0])) if healthy else None
         measurable = [j for j in range(k) if probe is None or names[j] in probe]
         ranges = {j: tuple(np.percentile(mu[:, j], [5, 95])) for j in measurable}
+        spreads = {names[j]: float(np.subtract(*np.percentile(attributes[:, j], [95, 5]))) for j in measurable}
         result["traversal_fidelity"] = traversal_fidelity(model, healthy[:s.traversal_subjects], kind.measure,
-                                                          ranges, s.traversal_steps, progress=log)
+                                                          ranges, s.traversal_steps, progress=log, spreads=spreads)
     with_lesion = [(e, r) for e, r in zip(encodings, records)
                    if r.lesion is not None and r.label not in (None, "0")][:s.localization_subjects]
     if with_lesion:

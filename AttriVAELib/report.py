@@ -245,6 +245,7 @@ def _detail_tables(result: Mapping[str, Any]) -> str:
                      "monotone side effect, however small, has |ρ| = 1 (last two columns).</p><table><tr>"
                      "<th>traversed attribute</th><th>ρ measured vs latent</th><th>largest leak |ρ|</th>"
                      "<th>ρ within a subject (median, worst)</th><th>largest leak within a subject (median |ρ|)</th>"
+                     "<th>change across the sweep (median; ÷ the attribute's 5–95 % spread)</th>"
                      "<th>subjects</th></tr>")
         for name, v in fid.items():
             within = v.get("leakage_within") or {}
@@ -253,6 +254,7 @@ def _detail_tables(result: Mapping[str, Any]) -> str:
                          f"<td>{html.escape(str(v['leakage_max_attribute']))} {_fmt(v['leakage_max'])}</td>"
                          f"<td>{_fmt(v['rho_within_median'])}, {_fmt(v['rho_within_min'])}</td>"
                          f"<td>{html.escape(str(worst_within[0]))} {_fmt(worst_within[1])}</td>"
+                         f"<td>{_fmt(v.get('change_median'))} ({_fmt(v.get('gain'))})</td>"
                          f"<td>{v['subjects']}</td></tr>")
         parts.append("</table>")
     decoded = result.get("decoded_attributes") or {}

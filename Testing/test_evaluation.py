@@ -57,11 +57,14 @@ RANGES = {0: (60.0, 84.0), 1: (45.0, 55.0), 2: (5.5, 9.5)}
 
 
 def test_traversal_fidelity_known_good_case():
-    result = traversal_fidelity(RenderingDecoder(), [_healthy_factors()], measure_shell, RANGES, steps=5)
+    spreads = {name: hi - lo for name, (lo, hi) in zip(RenderingDecoder.attribute_names, RANGES.values())}
+    result = traversal_fidelity(RenderingDecoder(), [_healthy_factors()], measure_shell, RANGES, steps=5,
+                                spreads=spreads)
     assert set(result) == set(RenderingDecoder.attribute_names)
     for name, row in result.items():
         assert row["rho"] >= 0.9 and row["rho_within_median"] >= 0.9, (name, row)
         assert row["subjects"] == 1
+        assert row["spread"] == spreads[name] and 0.7 <= row["gain"] <= 1.3, (name, row)
 
 
 def test_traversal_fidelity_catches_leakage_and_a_frozen_decoder():
@@ -70,8 +73,11 @@ def test_traversal_fidelity_catches_leakage_and_a_frozen_decoder():
     row = leaky["max_axial_diameter_mm"]
     assert row["rho"] >= 0.9
     assert row["leakage_max_attribute"] == "wall_thickness_mm" and row["leakage_max"] >= 0.9
-    frozen = traversal_fidelity(RenderingDecoder(frozen=True), [_healthy_factors()], measure_shell, RANGES, steps=5)
+    frozen = traversal_fidelity(RenderingDecoder(frozen=True), [_healthy_factors()], measure_shell, RANGES, steps=5,
+                                spreads={name: 1.0 for name in RenderingDecoder.attribute_names})
     assert all(abs(r["rho"]) < 0.5 and abs(r["rho_within_median"]) < 0.5 for r in frozen.values())
+    assert all(abs(r["gain"]) < 0.05 for r in frozen.values()), frozen
+    assert row["gain"] is None  # no spreads given
 
 
 def test_traversal_leakage_pools_subjects():
