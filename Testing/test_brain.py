@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -286,6 +287,15 @@ def test_walkthrough_script_runs_end_to_end_and_reuses_its_steps(tmp_path: Path)
     assert metrics["cohort_kind"] == "brain" and "attribute_attention" in metrics
     again = subprocess.run(["bash", str(script), str(tmp_path / "b")], env=env, capture_output=True, text=True)
     assert again.returncode == 0 and "training already finished" in again.stdout
+
+    # The optional fine-tuning stage starts from the trained run, and its model is the one evaluated.
+    shutil.rmtree(tmp_path / "b" / "report")
+    tuned = subprocess.run(["bash", str(script), str(tmp_path / "b")], capture_output=True, text=True,
+                           env={**env, "FINETUNE_EPOCHS": "1", "LAYER": "conv3"})
+    assert tuned.returncode == 0, tuned.stderr[-2000:]
+    metrics = json.loads((tmp_path / "b" / "report" / "metrics.json").read_text())
+    assert metrics["run"] == str((tmp_path / "b" / "run_ft").resolve()) and metrics["gradcam_layer"] == "encoder.conv3"
+    assert "reencoded_gamma: 200" in (tmp_path / "b" / "run_ft" / "config.yaml").read_text()
 
     # A tissue map that went missing is one line naming it, and no report is half-written.
     test = json.loads((tmp_path / "b" / "cohort" / "split.json").read_text())["subjects"]["test"][0]

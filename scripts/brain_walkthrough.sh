@@ -7,7 +7,9 @@
 #   N [800] subjects, SIZE [128] voxels per axis of the cohort and the model, PRESET [brain_gpu], EPOCHS [300],
 #   MINUTES [0 = no limit] wall-time budget of the training, WORKERS [all cores] for the cohort
 #   and the preprocessing, ATTRIVAE [attrivae] the command (e.g. "python -m AttriVAELib.cli"),
-#   EVALUATE [1]: 0 stops after training.
+#   FINETUNE_EPOCHS [0]: > 0 fine-tunes the run for that many epochs into OUT/run_ft (--init, with the
+#   re-encoded attribute loss loss.reencoded_gamma 200 and lr 1e-4 → 1e-5) and evaluates that model,
+#   LAYER [auto] the Grad-CAM layer of evaluate's attention maps, EVALUATE [1]: 0 stops after training.
 # On a CPU: SIZE=64 PRESET=brain_cpu. Every step reuses what an earlier run of it finished.
 set -euo pipefail
 OUT=${1:-brain}
@@ -42,10 +44,37 @@ else
     --size "$SIZE" --epochs "$EPOCHS" --max-minutes "$MINUTES" --quiet
 fi
 
+MODEL="$OUT/run"
+if [ "${FINETUNE_EPOCHS:-0}" -gt 0 ]; then
+  MODEL="$OUT/run_ft"
+  cat >"$OUT/finetune.yaml" <<EOF
+data:
+  workers: $WORKERS
+  augmentation:
+    flip: 0.5
+    flip_axes: [2]
+loss:
+  reencoded_gamma: 200.0
+  kl_warmup_steps: 0
+optim:
+  lr: 1.0e-4
+  lr_schedule: cosine
+  lr_min: 1.0e-5
+EOF
+  if [ -f "$MODEL/heldout.json" ]; then
+    echo "fine-tuning already finished: $MODEL"
+  elif [ -f "$MODEL/last.safetensors" ]; then
+    "${CLI[@]}" train --resume "$MODEL" --quiet
+  else
+    "${CLI[@]}" train --data "$OUT/cohort" --out "$MODEL" --init "$OUT/run" --preset "$PRESET" \
+      --config "$OUT/finetune.yaml" --size "$SIZE" --epochs "$FINETUNE_EPOCHS" --quiet
+  fi
+fi
+
 if [ "${EVALUATE:-1}" = 0 ]; then
   exit 0
 fi
 if [ ! -f "$OUT/report/metrics.json" ]; then
-  "${CLI[@]}" evaluate --model "$OUT/run" --out "$OUT/report"
+  "${CLI[@]}" evaluate --model "$MODEL" --out "$OUT/report" --layer "${LAYER:-auto}"
 fi
 echo "evaluation report: $OUT/report/report.html"
