@@ -35,24 +35,24 @@ data:
     flip: 0.5
     flip_axes: [2]
 EOF
-if [ -f "$OUT/run/heldout.json" ]; then
-  echo "training already finished: $OUT/run"
-elif [ -f "$OUT/run/last.safetensors" ]; then
-  "${CLI[@]}" train --resume "$OUT/run" --quiet
-else
-  "${CLI[@]}" train --data "$OUT/cohort" --out "$OUT/run" --preset "$PRESET" --config "$OUT/train.yaml" \
-    --size "$SIZE" --epochs "$EPOCHS" --max-minutes "$MINUTES" --quiet
-fi
+# train_once RUN WHAT ARGS...: start RUN with ARGS, resume it if interrupted, skip it if finished.
+train_once() {
+  local run=$1 what=$2
+  shift 2
+  if [ -f "$run/heldout.json" ]; then
+    echo "$what already finished: $run"
+  elif [ -f "$run/last.safetensors" ]; then
+    "${CLI[@]}" train --resume "$run" --quiet
+  else
+    "${CLI[@]}" train --data "$OUT/cohort" --out "$run" --preset "$PRESET" --size "$SIZE" --quiet "$@"
+  fi
+}
+train_once "$OUT/run" training --config "$OUT/train.yaml" --epochs "$EPOCHS" --max-minutes "$MINUTES"
 
 MODEL="$OUT/run"
 if [ "${FINETUNE_EPOCHS:-0}" -gt 0 ]; then
   MODEL="$OUT/run_ft"
-  cat >"$OUT/finetune.yaml" <<EOF
-data:
-  workers: $WORKERS
-  augmentation:
-    flip: 0.5
-    flip_axes: [2]
+  cat "$OUT/train.yaml" - >"$OUT/finetune.yaml" <<EOF
 loss:
   reencoded_gamma: 200.0
   kl_warmup_steps: 0
@@ -61,14 +61,7 @@ optim:
   lr_schedule: cosine
   lr_min: 1.0e-5
 EOF
-  if [ -f "$MODEL/heldout.json" ]; then
-    echo "fine-tuning already finished: $MODEL"
-  elif [ -f "$MODEL/last.safetensors" ]; then
-    "${CLI[@]}" train --resume "$MODEL" --quiet
-  else
-    "${CLI[@]}" train --data "$OUT/cohort" --out "$MODEL" --init "$OUT/run" --preset "$PRESET" \
-      --config "$OUT/finetune.yaml" --size "$SIZE" --epochs "$FINETUNE_EPOCHS" --quiet
-  fi
+  train_once "$MODEL" fine-tuning --init "$OUT/run" --config "$OUT/finetune.yaml" --epochs "$FINETUNE_EPOCHS"
 fi
 
 if [ "${EVALUATE:-1}" = 0 ]; then
