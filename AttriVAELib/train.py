@@ -218,13 +218,17 @@ class Trainer:
         if not weights.exists():
             raise CheckpointError(f"train.init_from: {location}: no model.safetensors to start from")
         tensors, meta = load_checkpoint(location, name="model", device="cpu")
-        saved = meta.get("model_config")
-        if saved != self.model_config.to_dict():
-            differ = sorted(k for k in self.model_config.to_dict() if (saved or {}).get(k) != self.model_config.to_dict()[k])
+        differ = self._differing_model_fields(meta)
+        if differ:
             raise CheckpointError(f"train.init_from: {weights} has another network configuration "
-                                  f"(differs in {', '.join(differ) or 'every field'})")
+                                  f"(differs in {', '.join(differ)})")
         self.model.load_state_dict(split_prefix(tensors, "model"))
         self.log(f"starting from the weights of {weights}")
+
+    def _differing_model_fields(self, meta: Mapping[str, Any]) -> list[str]:
+        """The network configuration fields in which a checkpoint's metadata differs from this run."""
+        ours, saved = self.model_config.to_dict(), meta.get("model_config") or {}
+        return sorted(k for k in ours.keys() | saved.keys() if saved.get(k) != ours.get(k))
 
     def _setup_fast_path(self) -> None:
         from AttriVAELib.fastpath import bf16_supported
@@ -316,7 +320,7 @@ class Trainer:
         tensors, meta = load_checkpoint(self.run_dir, name="last", device="cpu")
         if meta.get("kind") != "training_state":
             raise CheckpointError(f"{self.run_dir}/last.safetensors is not a training state")
-        if meta["model_config"] != self.model_config.to_dict():
+        if self._differing_model_fields(meta):
             raise CheckpointError(f"{self.run_dir}: saved model configuration differs from this run's configuration")
         self.model.load_state_dict(split_prefix(tensors, "model"))
         self.optimizer.load_state_dict(optimizer_from_tensors(tensors, meta["optimizer"]))

@@ -223,6 +223,7 @@ def test_init_from_a_different_network_is_one_line(cohort_copy: Path, tiny_run: 
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert err[-1].startswith("attrivae train: error: train.init_from:")
     assert "has another network configuration (differs in latent_dim" in err[-1]
+    assert not (tmp_path / "bad").exists()  # refused before the run folder is made
     missing = cli("train", "--data", str(cohort_copy), "--config", str(config), "--init", str(tmp_path / "none"),
                   "--out", str(tmp_path / "bad2"), "--quiet")
     assert missing.returncode == 2 and "no model.safetensors to start from" in missing.stderr
