@@ -31,7 +31,6 @@ from pathlib import Path
 
 import numpy as np
 from scipy import ndimage as ndi
-from scipy.stats import spearmanr
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -39,6 +38,7 @@ from AttriVAELib import brain  # noqa: E402
 from AttriVAELib.atomic import write_json  # noqa: E402
 from AttriVAELib.brain_measure import BrainMeasure, VentricleAtlas  # noqa: E402
 from AttriVAELib.errors import AttriVAEError  # noqa: E402
+from AttriVAELib.evaluation import _rho as rho  # noqa: E402  (Spearman ρ, 0 where a side is constant)
 from AttriVAELib.io import Volume  # noqa: E402
 from AttriVAELib.preprocessing import PreprocessSpec, preprocess, to_source_grid  # noqa: E402
 
@@ -59,11 +59,6 @@ def render(job: tuple[int, int, int]) -> tuple[dict, np.ndarray, np.ndarray]:
     index, size, seed = job
     row, image, _, _, extra = brain.render_subject(index, size, seed)
     return row, image.astype(np.float32), extra[brain.TISSUE_FOLDER]
-
-
-def rho(x: list[float], y: list[float]) -> float:
-    value = spearmanr(x, y).statistic
-    return float(value) if np.isfinite(value) else 0.0
 
 
 def scores(values: list[dict | None], rows: list[dict]) -> dict[str, float]:
