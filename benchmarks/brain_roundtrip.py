@@ -13,6 +13,12 @@ beside the attribute's latent dim for that image. Then, along the dim's own 5–
 (a traversal of the subject's encoding), the summed intensity change of the decoded brain
 and its voxel-wise correlation with the change the generator makes.
 
+Last, which half loses the change, on the model grid: the measure on the low image's
+reconstruction plus the *real* change between the two renderings (does the measure see a
+change in a reconstruction's context?), and on the low image plus the change between the two
+*reconstructions* (how much of the change does the decoder render?). Both read the full change
+when nothing is lost.
+
     PYTHONPATH=. python benchmarks/brain_roundtrip.py --run brain/run
         [--attribute cortical_thickness_mm] [--subjects 3]
 """
@@ -73,13 +79,14 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for record in healthy:
             factors = brain.sample_factors(int(record.subject.split("-")[-1]), seed)
-            rendered = []
+            rendered, encoded = [], []
             for value in (low, high):
                 image = brain.render_factors(dataclasses.replace(factors, **{FACTOR[args.attribute]: float(value)}),
                                              size)[0].astype(np.float32)
                 path = write_image(Volume(image, geometry), Path(tmp) / "subject.nii.gz")
                 enc = model.encode(str(path))
                 rendered.append(image)
+                encoded.append(enc)
                 print(f"  {record.subject} set {value:.2f}: image {measure(Volume(image, geometry)):.2f}  "
                       f"model grid {measure(model.to_input_grid(enc.image, enc)):.2f}  "
                       f"reconstruction {measure(model.to_input_grid(model.reconstruct(enc), enc)):.2f}  "
@@ -92,6 +99,15 @@ def main() -> int:
             print(f"  {record.subject} traversal {z_low:+.2f} → {z_high:+.2f}: summed change {decoded.sum():+.0f} "
                   f"(generator {real.sum():+.0f}), voxel-wise correlation "
                   f"{np.corrcoef(decoded.ravel(), real.ravel())[0, 1]:+.2f}")
+            grid = [e.image for e in encoded]
+            recon = [model.reconstruct(e) for e in encoded]
+
+            def on_grid(array: np.ndarray) -> float:
+                return measure(model.to_input_grid(array.astype(np.float32), encoded[0]))
+
+            print(f"  {record.subject} change {on_grid(grid[0]):.2f} → {on_grid(grid[1]):.2f} on the model grid; "
+                  f"reconstruction + real change {on_grid(recon[0]):.2f} → {on_grid(recon[0] + grid[1] - grid[0]):.2f}; "
+                  f"image + reconstructions' change → {on_grid(grid[0] + recon[1] - recon[0]):.2f}")
     return 0
 
 
