@@ -79,7 +79,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for record in healthy:
             factors = brain.sample_factors(int(record.subject.split("-")[-1]), seed)
-            rendered, encoded = [], []
+            rendered, encoded, recon = [], [], []
             for value in (low, high):
                 image = brain.render_factors(dataclasses.replace(factors, **{FACTOR[args.attribute]: float(value)}),
                                              size)[0].astype(np.float32)
@@ -87,9 +87,10 @@ def main() -> int:
                 enc = model.encode(str(path))
                 rendered.append(image)
                 encoded.append(enc)
+                recon.append(model.reconstruct(enc))
                 print(f"  {record.subject} set {value:.2f}: image {measure(Volume(image, geometry)):.2f}  "
                       f"model grid {measure(model.to_input_grid(enc.image, enc)):.2f}  "
-                      f"reconstruction {measure(model.to_input_grid(model.reconstruct(enc), enc)):.2f}  "
+                      f"reconstruction {measure(model.to_input_grid(recon[-1], enc)):.2f}  "
                       f"dim {enc.mu[dim]:+.2f}")
             enc = model.encode(record.image)
             ends = [model.to_input_grid(v, enc).array for v in model.traverse(enc, dim, [z_low, z_high])]
@@ -100,7 +101,6 @@ def main() -> int:
                   f"(generator {real.sum():+.0f}), voxel-wise correlation "
                   f"{np.corrcoef(decoded.ravel(), real.ravel())[0, 1]:+.2f}")
             grid = [e.image for e in encoded]
-            recon = [model.reconstruct(e) for e in encoded]
 
             def on_grid(array: np.ndarray) -> float:
                 return measure(model.to_input_grid(array.astype(np.float32), encoded[0]))
