@@ -22,21 +22,28 @@ Method (all lengths in mm, with the image's spacing):
    fissures next to them; the atlas can.
 5. Cortical thickness: the GM fractions summed over the outer 15 mm of the brain (depth from
    its boundary), divided by the tissue surface area there, ``Σ |∇(1 - CSF fraction)|·voxel``.
+
+Steps 1, 2 and the cortex region depend on the image only through thresholds;
+:func:`cortical_thickness` computes step 5 from them in torch, differentiable in the
+intensities, so that a training loss (:mod:`AttriVAELib.measured_loss`) can use the same measure.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
+import torch
 from scipy import ndimage as ndi
+from torch import Tensor
 
 from AttriVAELib.attributes import largest_component
 from AttriVAELib.errors import InputError
 from AttriVAELib.io import Volume
 
-__all__ = ["BRAIN_MEASURED", "DEFAULT_LEVELS", "BrainMeasure", "VentricleAtlas", "measure_brain", "tissue_fractions"]
+__all__ = ["BRAIN_MEASURED", "DEFAULT_LEVELS", "BrainMeasure", "VentricleAtlas", "brain_mask", "cortex_region",
+           "cortical_thickness", "cohort_levels", "measure_brain", "tissue_fractions", "white_matter_level"]
 
 #: The attributes :func:`measure_brain` returns.
 BRAIN_MEASURED = ("brain_volume_ml", "ventricle_volume_ml", "cortical_thickness_mm")
@@ -50,11 +57,55 @@ _ATLAS_SIZE = 48
 _ATLAS_THRESHOLD = 0.1
 
 
-def _brain(array: np.ndarray) -> np.ndarray:
+def cohort_levels(info: Mapping[str, Any]) -> tuple[float, float]:
+    """The CSF and GM levels a brain cohort's ``cohort.json`` records (:data:`DEFAULT_LEVELS` without them)."""
+    template = info.get("template") or {}
+    return (float(template.get("intensity_csf", DEFAULT_LEVELS[0])),
+            float(template.get("intensity_gm", DEFAULT_LEVELS[1])))
+
+
+def brain_mask(array: np.ndarray) -> np.ndarray:
+    """The brain of a skull-stripped image (N, N, N): above 15% of the 99th percentile, holes filled,
+    largest component."""
     top = float(np.percentile(array, 99))
     if top <= 0:
         return np.zeros(array.shape, bool)
     return largest_component(ndi.binary_fill_holes(array > _BRAIN_THRESHOLD * top))
+
+
+def white_matter_level(values: np.ndarray) -> float:
+    """The white-matter intensity of a brain's voxel values: the median of their brightest 30%."""
+    return float(np.median(values[values >= np.quantile(values, _WM_QUANTILE)]))
+
+
+def cortex_region(brain: np.ndarray, spacing_zyx: Sequence[float]) -> np.ndarray:
+    """The brain's outer 15 mm (depth from its boundary), where the cortical thickness is measured."""
+    return brain & (ndi.distance_transform_edt(brain, sampling=spacing_zyx) <= _CORTEX_DEPTH_MM)
+
+
+def cortical_thickness(image: Tensor, brain: Tensor, cortex: Tensor, white: float | Tensor,
+                       spacing_zyx: Sequence[float], levels: Sequence[float] = DEFAULT_LEVELS) -> Tensor:
+    """Mean cortical thickness (mm) of one image (N, N, N), differentiable in ``image``.
+
+    Args:
+        image: intensities, any scale (white matter brightest).
+        brain, cortex: boolean (N, N, N) masks from :func:`brain_mask` and :func:`cortex_region`.
+        white: the white-matter level (:func:`white_matter_level`).
+        spacing_zyx: voxel size in mm along the array's axes.
+        levels: CSF and GM intensities relative to white matter.
+
+    Returns:
+        A scalar tensor: GM fractions summed over ``cortex`` ÷ ``Σ |∇(1 − CSF fraction)|`` there.
+    """
+    c, g = float(levels[0]), float(levels[1])
+    relative = image / white
+    csf = ((g - relative) / (g - c)).clamp(0.0, 1.0)
+    gm = torch.where(relative <= g, 1.0 - csf, ((1.0 - relative) / (1.0 - g)).clamp(0.0, 1.0))
+    tissue = torch.where(brain, 1.0 - csf, torch.zeros_like(csf))
+    gradients = torch.gradient(tissue, spacing=[float(h) for h in spacing_zyx])
+    # The small constant keeps the square root differentiable where the tissue is flat.
+    magnitude = torch.sqrt(sum(d * d for d in gradients) + 1e-12)
+    return gm[cortex].sum() / magnitude[cortex].sum()
 
 
 def _bounds(brain: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -128,25 +179,19 @@ def measure_brain(volume: Volume, levels: Sequence[float] = DEFAULT_LEVELS,
     array = np.asarray(volume.array, np.float32)
     spacing_zyx = tuple(float(s) for s in volume.geometry.spacing[::-1])
     voxel_ml = float(np.prod(spacing_zyx)) / 1000.0
-    brain = _brain(array)
+    brain = brain_mask(array)
     if brain.sum() < 100:
         return None
-    values = array[brain]
-    w = float(np.median(values[values >= np.quantile(values, _WM_QUANTILE)]))
+    w = white_matter_level(array[brain])
     if w <= 0:
         return None
-    csf, gm = tissue_fractions(array / w, levels)
-    csf[~brain] = 0.0
-    gm[~brain] = 0.0
-    depth = ndi.distance_transform_edt(brain, sampling=spacing_zyx)
-    shell = brain & (depth <= _CORTEX_DEPTH_MM)
-    tissue = np.where(brain, 1.0 - csf, 0.0)
-    gradient = np.sqrt(sum((g / h) ** 2 for g, h in zip(np.gradient(tissue), spacing_zyx)))
-    area = float(gradient[shell].sum(dtype=np.float64))
+    thickness = cortical_thickness(torch.from_numpy(array.astype(np.float64)), torch.from_numpy(brain),
+                                   torch.from_numpy(cortex_region(brain, spacing_zyx)), w, spacing_zyx, levels)
     out = {
         "brain_volume_ml": float(brain.sum()) * voxel_ml,
-        "cortical_thickness_mm": float(gm[shell].sum(dtype=np.float64)) / area if area > 0 else float("nan"),
+        "cortical_thickness_mm": float(thickness) if torch.isfinite(thickness) else float("nan"),
     }
     if atlas is not None:
+        csf, _ = tissue_fractions(array / w, levels)
         out["ventricle_volume_ml"] = float(csf[atlas.region(brain)].sum(dtype=np.float64)) * voxel_ml
     return out

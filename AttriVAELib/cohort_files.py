@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import json
 import os
 import sys
 from concurrent.futures import ProcessPoolExecutor
@@ -25,10 +26,20 @@ from AttriVAELib.atomic import atomic_dir, write_json, write_text
 from AttriVAELib.errors import ConfigError
 from AttriVAELib.io import Geometry, Volume, write_image
 
-__all__ = ["cohort_summary", "describe_cohort", "manifest_text", "positive_int", "write_cohort"]
+__all__ = ["cohort_summary", "describe_cohort", "manifest_text", "positive_int", "read_cohort_info", "write_cohort"]
 
 Render = Callable[[int], tuple]
 _FOLDERS = (("image", "images"), ("mask", "masks"), ("lesion", "lesions"))
+
+
+def read_cohort_info(root: str | os.PathLike) -> dict[str, Any]:
+    """A cohort folder's ``cohort.json`` (which generator made it, and how), or {} without a readable one."""
+    path = Path(root) / "cohort.json"
+    try:
+        info = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return info if isinstance(info, dict) else {}
 
 
 def positive_int(text: str) -> int:
@@ -177,8 +188,6 @@ def describe_cohort(folder: str | os.PathLike, attributes: Mapping[str, str], ki
     Raises:
         InputError: no manifest, a manifest lacking the generator's columns, or no subjects.
     """
-    import json
-
     from AttriVAELib.errors import InputError
 
     folder = Path(folder)

@@ -24,7 +24,6 @@ which depends on the cohort: :data:`COHORT_KINDS` maps a cohort's generator (its
 
 from __future__ import annotations
 
-import json
 import os
 import warnings
 from dataclasses import dataclass, field
@@ -36,6 +35,7 @@ from scipy import ndimage as ndi
 from scipy.stats import spearmanr
 
 from AttriVAELib.attributes import largest_component
+from AttriVAELib.cohort_files import read_cohort_info
 from AttriVAELib.errors import ConfigError, InputError
 from AttriVAELib.io import Volume, read_image, read_mask
 from AttriVAELib.manifest import SPLIT_FILE, Manifest, Record, load_manifest, load_split
@@ -149,11 +149,9 @@ def _regions(info: Mapping[str, Any]) -> dict[str, AttributeRegion]:
 def _brain_kind(manifest: Manifest, info: Mapping[str, Any]) -> CohortKind:
     """Brain cohorts: T1 re-measured with the template's intensity levels and an atlas of the
     training subjects' ventricles (from ``tissues/``)."""
-    from AttriVAELib.brain_measure import DEFAULT_LEVELS, BrainMeasure, VentricleAtlas
+    from AttriVAELib.brain_measure import BrainMeasure, VentricleAtlas, cohort_levels
 
-    template = info.get("template") or {}
-    levels = (float(template.get("intensity_csf", DEFAULT_LEVELS[0])),
-              float(template.get("intensity_gm", DEFAULT_LEVELS[1])))
+    levels = cohort_levels(info)
     tissues = info.get("tissues") or {}
     atlas = None
     if tissues:
@@ -173,13 +171,7 @@ COHORT_KINDS: dict[str, Callable[[Manifest, Mapping[str, Any]], CohortKind]] = {
 
 def cohort_kind(manifest: Manifest) -> CohortKind:
     """The kind of the manifest's cohort (from ``cohort.json``); generic foreground otherwise."""
-    path = manifest.root / "cohort.json"
-    info: dict[str, Any] = {}
-    if path.exists():
-        try:
-            info = json.loads(path.read_text())
-        except (OSError, ValueError):
-            info = {}
+    info = read_cohort_info(manifest.root)
     factory = COHORT_KINDS.get(info.get("generator") or "")
     return factory(manifest, info) if factory else CohortKind("generic", segment_foreground, None)
 

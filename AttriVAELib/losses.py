@@ -2,7 +2,8 @@
 
 All terms are computed in float32, even when the forward pass ran under bf16 autocast.
 
-``total = reconstruction + kl + ar + reencoded_ar + classification + l1`` where
+``total = reconstruction + kl + ar + reencoded_ar + classification + l1`` (+ ``measured``, which
+the trainer adds) where
 
 - ``reconstruction``: SSE (or summed BCE) per sample, mean over the batch;
 - ``kl``: ``β_t·|KL − C|`` with ``β_t`` linearly warmed up from 0 over ``kl_warmup_steps``;
@@ -10,6 +11,8 @@ All terms are computed in float32, even when the forward pass ran under bf16 aut
 - ``reencoded_ar``: ``γ_r·Σ_k L_k`` of the same sign loss on the *reconstruction* encoded again
   with frozen encoder weights (``recon_mu``; off by default): the decoder must draw each attribute
   so that the encoder, trained on real images only, reads it back in the right order;
+- ``measured``: ``λ_m·`` the measured-thickness loss of :mod:`AttriVAELib.measured_loss` (brain
+  cohorts; off by default), added by the trainer, which holds its calibration;
 - ``classification``: ``α·`` BCE-with-logits (binary) or cross-entropy (multiclass);
 - ``l1``: ``λ·Σ|θ|`` over the model's parameters.
 """
@@ -56,6 +59,7 @@ class LossConfig:
     gamma: float = 200.0  # attribute regularization weight
     delta: float = 10.0  # tanh sharpness of the AR loss
     reencoded_gamma: float = 0.0  # AR loss on the reconstruction re-encoded by the frozen encoder
+    measured_gamma: float = 0.0  # measured-thickness loss on decoded brains (AttriVAELib.measured_loss)
     alpha: float = 1.0  # classification weight
     class_weights: list[float] | None = None  # per class (binary: [w_neg, w_pos])
     l1: float = 0.0  # L1 weight penalty (reference code: 5e-5)
@@ -66,7 +70,7 @@ class LossConfig:
 
         if self.reconstruction not in RECONSTRUCTION_KINDS:
             fail(f"reconstruction must be one of {', '.join(RECONSTRUCTION_KINDS)}, got {self.reconstruction!r}")
-        for name in ("beta", "capacity", "gamma", "reencoded_gamma", "alpha", "l1"):
+        for name in ("beta", "capacity", "gamma", "reencoded_gamma", "measured_gamma", "alpha", "l1"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 fail(f"{name} must be a non-negative number, got {value}")

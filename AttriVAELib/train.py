@@ -37,11 +37,12 @@ import torch.distributed as dist
 from AttriVAELib import atomic
 from AttriVAELib.checkpoint import (load_checkpoint, optimizer_from_tensors, optimizer_to_tensors, save_checkpoint,
                                     split_prefix)
+from AttriVAELib.cohort_files import read_cohort_info
 from AttriVAELib.config import dump_yaml, load_yaml, resolve_config
 from AttriVAELib.errors import CheckpointError, ConfigError, TrainingError
 from AttriVAELib.manifest import AttributeScaler, attribute_unit, load_manifest, load_split
 
-LOSS_TERMS = ("total", "reconstruction", "kl", "ar", "reencoded_ar", "classification", "l1")
+LOSS_TERMS = ("total", "reconstruction", "kl", "ar", "reencoded_ar", "measured", "classification", "l1")
 
 
 @dataclass
@@ -134,6 +135,7 @@ class Trainer:
                                           self.manifest.attribute_names)
         self._build_model()
         self._build_data()
+        self.measured = self._measured_loss()
         self.start_epoch = 0
         self.history: list[dict[str, Any]] = []
         self.best: dict[str, Any] = {"epoch": -1, "score": math.inf}
@@ -266,6 +268,36 @@ class Trainer:
                                        progress=self.progress, **common)
         self.val_set = CohortDataset(self.manifest, self.split["val"], progress=False, **common)
 
+    def _measured_loss(self):
+        """The measured-thickness loss calibrated on training images, or None when it is off."""
+        from AttriVAELib.brain_measure import cohort_levels
+        from AttriVAELib.measured_loss import THICKNESS_ATTRIBUTE, MeasuredThicknessLoss
+
+        weight = self.loss_config.measured_gamma
+        if weight <= 0:
+            return None
+        info = read_cohort_info(self.manifest.root)
+        regularized = self.manifest.attribute_names[:self.model_config.num_regularized]
+        if info.get("generator") != "AttriVAELib.brain":
+            found = "is not a synth-brain cohort"
+        elif THICKNESS_ATTRIBUTE not in regularized:
+            found = f"regularizes {', '.join(regularized) or 'no attribute'}"
+        else:
+            found = ""
+        if found:
+            raise ConfigError(f"loss.measured_gamma needs a synth-brain cohort with {THICKNESS_ATTRIBUTE} among the "
+                              f"regularized attributes; {self.manifest.path} {found}")
+        levels = cohort_levels(info)
+        spacing = tuple(float(h) for h in reversed(self.train_set.mappings[0].model.spacing))
+        dim = regularized.index(THICKNESS_ATTRIBUTE)
+        count = min(len(self.train_set), 128)
+        samples = ((self.train_set.image(i), float(self.train_set.attributes[i, dim])) for i in range(count))
+        loss, summary = MeasuredThicknessLoss.calibrate(weight, dim, samples, spacing, levels)
+        self.log(f"measured-thickness loss (λ {weight:g}): {summary['subjects']} training images measure "
+                 f"{summary['mean_mm']:.2f} ± {summary['spread_mm']:.2f} mm, r {summary['correlation']:.2f} with "
+                 f"{THICKNESS_ATTRIBUTE}")
+        return loss
+
     def _loader(self, dataset, epoch: int, shuffle: bool) -> torch.utils.data.DataLoader:
         from torch.utils.data import DataLoader
         from torch.utils.data.distributed import DistributedSampler
@@ -344,7 +376,19 @@ class Trainer:
         x, attrs, labels = self._batch_to_device(batch)
         with self._autocast():
             outputs = model(x, reencode=self.reencode)
-        return self.criterion(outputs, x, attrs, labels, model=self.model, step=step)
+        losses = self.criterion(outputs, x, attrs, labels, model=self.model, step=step)
+        return self._add_measured(losses, outputs, x, attrs)
+
+    def _add_measured(self, losses: dict[str, torch.Tensor], outputs: Mapping[str, torch.Tensor], x: torch.Tensor,
+                      attrs: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        """``losses`` with the measured-thickness term (0 when it is off) added to ``total``."""
+        term = torch.zeros((), device=losses["total"].device)
+        if self.measured is not None and attrs is not None:
+            with self._autocast():
+                term = self.measured(self.model.decode, outputs, x, attrs)
+        losses["measured"] = term
+        losses["total"] = losses["total"] + term
+        return losses
 
     def train_epoch(self, epoch: int, bar) -> dict[str, float]:
         torch.manual_seed(_epoch_seed(int(self.config["train"]["seed"]), epoch))
@@ -372,9 +416,10 @@ class Trainer:
                 sums[k] += values[k] * n
             if bar is not None:
                 bar.update(1)
+                measured = f" meas {values['measured']:.2f}" if self.measured is not None else ""
                 bar.set_postfix_str(f"ep {epoch + 1} loss {values['total']:.1f} rec {values['reconstruction']:.1f} "
-                                    f"kl {values['kl']:.1f} ar {values['ar']:.2f} cls {values['classification']:.3f}",
-                                    refresh=False)
+                                    f"kl {values['kl']:.1f} ar {values['ar']:.2f}{measured} "
+                                    f"cls {values['classification']:.3f}", refresh=False)
         totals = torch.tensor([sums[k] for k in LOSS_TERMS] + [count], dtype=torch.float64)
         if self.ctx.enabled:
             dist.all_reduce(totals)
@@ -419,7 +464,7 @@ class Trainer:
             x, a, y = self._batch_to_device(batch)
             with self._autocast():
                 out = self.model(x, reencode=self.reencode)
-            losses = self.criterion(out, x, a, y, model=self.model, step=10**9)
+            losses = self._add_measured(self.criterion(out, x, a, y, model=self.model, step=10**9), out, x, a)
             n = x.shape[0]
             count += n
             for k in LOSS_TERMS:

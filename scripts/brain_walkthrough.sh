@@ -9,6 +9,8 @@
 #   and the preprocessing, ATTRIVAE [attrivae] the command (e.g. "python -m AttriVAELib.cli"),
 #   FINETUNE_EPOCHS [0]: > 0 fine-tunes the run for that many epochs into OUT/run_ft (--init, with the
 #   re-encoded attribute loss loss.reencoded_gamma 200 and lr 1e-4 → 1e-5) and evaluates that model,
+#   MEASURED_EPOCHS [0]: > 0 then fine-tunes the model so far for that many epochs into OUT/run_measured
+#   with the measured-thickness loss (loss.measured_gamma 30, lr 1e-4 → 1e-5) and evaluates that one,
 #   LAYER [auto] the Grad-CAM layer of evaluate's attention maps, EVALUATE [1]: 0 stops after training.
 # On a CPU: SIZE=64 PRESET=brain_cpu. Every step reuses what an earlier run of it finished.
 set -euo pipefail
@@ -49,19 +51,30 @@ train_once() {
 }
 train_once "$OUT/run" training --config "$OUT/train.yaml" --epochs "$EPOCHS" --max-minutes "$MINUTES"
 
-MODEL="$OUT/run"
-if [ "${FINETUNE_EPOCHS:-0}" -gt 0 ]; then
-  MODEL="$OUT/run_ft"
-  cat "$OUT/train.yaml" - >"$OUT/finetune.yaml" <<EOF
+# finetune_config FILE LOSS_LINE: the training settings plus one loss term, lr 1e-4 → 1e-5, no KL warm-up.
+finetune_config() {
+  cat "$OUT/train.yaml" - >"$1" <<EOF
 loss:
-  reencoded_gamma: 200.0
+  $2
   kl_warmup_steps: 0
 optim:
   lr: 1.0e-4
   lr_schedule: cosine
   lr_min: 1.0e-5
 EOF
-  train_once "$MODEL" fine-tuning --init "$OUT/run" --config "$OUT/finetune.yaml" --epochs "$FINETUNE_EPOCHS"
+}
+
+MODEL="$OUT/run"
+if [ "${FINETUNE_EPOCHS:-0}" -gt 0 ]; then
+  finetune_config "$OUT/finetune.yaml" "reencoded_gamma: 200.0"
+  train_once "$OUT/run_ft" fine-tuning --init "$MODEL" --config "$OUT/finetune.yaml" --epochs "$FINETUNE_EPOCHS"
+  MODEL="$OUT/run_ft"
+fi
+if [ "${MEASURED_EPOCHS:-0}" -gt 0 ]; then
+  finetune_config "$OUT/measured.yaml" "measured_gamma: 30.0"
+  train_once "$OUT/run_measured" "measured-thickness fine-tuning" --init "$MODEL" --config "$OUT/measured.yaml" \
+    --epochs "$MEASURED_EPOCHS"
+  MODEL="$OUT/run_measured"
 fi
 
 if [ "${EVALUATE:-1}" = 0 ]; then

@@ -1,7 +1,7 @@
 """Render the README's pictures from real outputs (not part of the test suite).
 
     python scripts/make_readme_figures.py --cohort demo/cohort [--report demo/report/report.html] \
-        [--brain-run brain/run] [--out Resources/Screenshots]
+        [--brain-run brain/run] [--layer auto] [--out Resources/Screenshots]
 """
 
 from __future__ import annotations
@@ -74,9 +74,9 @@ def _save(fig, title: str, path: Path) -> Path:
     return path
 
 
-def brain_figures(run: Path, out: Path, steps: int = 5) -> list[Path]:
+def brain_figures(run: Path, out: Path, steps: int = 5, layer: str = "auto") -> list[Path]:
     """The brain walkthrough's pictures: traversals of ventricle volume and cortical thickness
-    on a held-out subject (decoded, re-measured), and every attribute's Grad-CAM over its T1."""
+    on a held-out subject (decoded, re-measured), and every attribute's Grad-CAM (at ``layer``) over its T1."""
     from AttriVAELib.brain import TISSUE_FOLDER, TISSUE_LABELS
     from AttriVAELib.evaluation import attribute_map_variants, cohort_kind
     from AttriVAELib.inference import AttriVAEModel
@@ -117,7 +117,7 @@ def brain_figures(run: Path, out: Path, steps: int = 5) -> list[Path]:
     paths.append(_save(fig, f"held-out {record.subject}: one latent dim moved, everything else fixed",
                        out / "brain_traversal.png"))
 
-    maps = attribute_map_variants(model, enc)
+    maps = attribute_map_variants(model, enc, layer=layer)
     variants = (("Grad-CAM", maps["gradcam"]), ("|signed Grad-CAM|", maps["abs_signed_gradcam"]))
     image = source.array
     names = model.attribute_names
@@ -140,11 +140,12 @@ def main() -> None:
     parser.add_argument("--cohort", type=Path)
     parser.add_argument("--report", type=Path, help="an evaluation report.html to take the Grad-CAM picture from")
     parser.add_argument("--brain-run", type=Path, help="a run trained on a synth-brain cohort")
+    parser.add_argument("--layer", default="auto", help="Grad-CAM layer of the brain attention maps (e.g. conv2 at 64³)")
     parser.add_argument("--out", type=Path, default=Path("Resources/Screenshots"))
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     if args.brain_run:
-        print(*brain_figures(args.brain_run, args.out), sep="\n")
+        print(*brain_figures(args.brain_run, args.out, layer=args.layer), sep="\n")
     if args.cohort:
         print(phantom_montage(args.cohort, args.out))
     if args.report:
