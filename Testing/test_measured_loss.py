@@ -137,7 +137,8 @@ def test_the_loss_on_a_cohort_it_cannot_measure_is_one_line(tiny_cohort: Path, t
     config.write_text(yaml.safe_dump({"model": {"input_size": 16, "latent_dim": 8, "width": 0.5},
                                       "loss": {"measured_gamma": 10.0}, "train": {"epochs": 1}}))
     done = subprocess.run([sys.executable, "-m", "AttriVAELib.cli", "train", "--data", str(tiny_cohort), "--config",
-                           str(config), "--out", str(tmp_path / "run"), "--quiet"], capture_output=True, text=True)
+                           str(config), "--out", str(tmp_path / "run"), "--quiet"],
+                          capture_output=True, encoding="utf-8", errors="replace")
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert done.stderr.strip().splitlines()[-1].endswith(
         "loss.measured_gamma needs a synth-brain cohort with cortical_thickness_mm among the regularized attributes; "
@@ -157,7 +158,8 @@ def test_the_walkthrough_fine_tunes_with_the_loss_from_the_model_so_far(brain_co
     env = {**os.environ, "SIZE": str(SIZE), "PRESET": "brain_cpu", "EPOCHS": "1", "MEASURED_EPOCHS": "1",
            "WORKERS": "1", "EVALUATE": "0", "ATTRIVAE": f"{sys.executable} -m AttriVAELib.cli"}
     script = Path(__file__).resolve().parents[1] / "scripts" / "brain_walkthrough.sh"
-    done = subprocess.run(["bash", str(script), str(out)], env=env, capture_output=True, text=True)
+    done = subprocess.run(["bash", str(script), str(out)], env=env, capture_output=True, encoding="utf-8",
+                          errors="replace")
     assert done.returncode == 0, done.stderr[-2000:]
     assert "measured-thickness loss (λ 30)" in done.stderr
     config = (out / "run_measured" / "config.yaml").read_text()
