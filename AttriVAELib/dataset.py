@@ -177,16 +177,20 @@ class CohortDataset(Dataset):
         """The cache, (S, 1, N, N, N) in the cache dtype (not augmented), or None without cache."""
         return self._images
 
+    def mapping(self, i: int) -> GridMapping:
+        """The :class:`GridMapping` of subject ``i``; without a cache, preprocessed here if not yet loaded."""
+        i = self._check_index(i)
+        if self._mappings[i] is None:
+            self._mappings[i] = self._preprocess(i).mapping
+        return self._mappings[i]  # type: ignore[return-value]
+
     @property
     def mappings(self) -> list[GridMapping]:
         """The :class:`GridMapping` of every subject (for mapping model-grid outputs back).
 
         Without a cache, subjects not yet loaded are preprocessed here.
         """
-        for i, mapping in enumerate(self._mappings):
-            if mapping is None:
-                self._mappings[i] = self._preprocess(i).mapping
-        return list(self._mappings)  # type: ignore[arg-type]
+        return [self.mapping(i) for i in range(len(self.records))]
 
     @property
     def subjects(self) -> list[str]:

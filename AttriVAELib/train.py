@@ -288,7 +288,7 @@ class Trainer:
             raise ConfigError(f"loss.measured_gamma needs a synth-brain cohort with {THICKNESS_ATTRIBUTE} among the "
                               f"regularized attributes; {self.manifest.path} {found}")
         levels = cohort_levels(info)
-        spacing = tuple(float(h) for h in reversed(self.train_set.mappings[0].model.spacing))
+        spacing = tuple(float(h) for h in reversed(self.train_set.mapping(0).model.spacing))
         dim = regularized.index(THICKNESS_ATTRIBUTE)
         count = min(len(self.train_set), 128)
         samples = ((self.train_set.image(i), float(self.train_set.attributes[i, dim])) for i in range(count))
