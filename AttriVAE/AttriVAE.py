@@ -2,7 +2,7 @@
 
 The module only holds the GUI. Everything it computes is done by ``AttriVAELib`` (the engine,
 installed next to this file): ``AttriVAELogic`` below delegates to
-``AttriVAELib.slicer_logic.AttriVAESession``. ``AttriVAELib`` and its dependencies (torch, ...)
+``AttriVAELib.slicer.session.AttriVAESession``. ``AttriVAELib`` and its dependencies (torch, ...)
 are imported inside methods only, so Slicer can discover this module before they are
 installed; they are installed on first use, after one confirmation.
 """
@@ -609,7 +609,7 @@ class AttriVAEWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 class AttriVAELogic(ScriptedLoadableModuleLogic):
     """Computation, usable without the widget (e.g. from the Python console or a test).
 
-    Delegates to ``AttriVAELib.slicer_logic.AttriVAESession``; ``session`` is created on first use.
+    Delegates to ``AttriVAELib.slicer.session.AttriVAESession``; ``session`` is created on first use.
     """
 
     def __init__(self) -> None:
@@ -627,7 +627,7 @@ class AttriVAELogic(ScriptedLoadableModuleLogic):
         tests (the testing environment must provide the packages). Returns True when all
         requirements are importable.
         """
-        from AttriVAELib.slicer_logic import missing_requirements
+        from AttriVAELib.slicer.session import missing_requirements
 
         missing = missing_requirements()
         if not missing:
@@ -682,7 +682,7 @@ class AttriVAELogic(ScriptedLoadableModuleLogic):
 
     # ------------------------------------------------------------------ session
     def getSession(self):
-        from AttriVAELib.slicer_logic import AttriVAESession
+        from AttriVAELib.slicer.session import AttriVAESession
 
         if self.session is None or self.session.scene is not slicer.mrmlScene:
             self.session = AttriVAESession(slicer.mrmlScene)
@@ -758,7 +758,7 @@ class AttriVAELogic(ScriptedLoadableModuleLogic):
     def startTraining(self, manifest: str, output: str, preset: str = "fast_cpu", epochs: int = 60,
                       device: str = "auto"):
         """Start ``python -m AttriVAELib.cli train`` in the background; return its TrainingProcess."""
-        from AttriVAELib.slicer_logic import TrainingProcess, training_command, training_environment
+        from AttriVAELib.slicer.session import TrainingProcess, training_command, training_environment
 
         command = training_command(manifest, output, preset=preset, epochs=epochs, device=device,
                                    python=self.pythonExecutable())
@@ -785,15 +785,15 @@ class AttriVAETest(ScriptedLoadableModuleTest):
     # ------------------------------------------------------------------ helpers
     def _modelFolder(self) -> str:
         """The shipped demo model, else a tiny model trained here (about 20 s on a CPU)."""
-        from AttriVAELib.slicer_logic import find_demo_model
+        from AttriVAELib.slicer.session import find_demo_model
 
         try:
             return str(find_demo_model())
         except Exception:  # the demo model is not shipped in this build
             pass
-        from AttriVAELib.config import resolve_config
-        from AttriVAELib.synth import generate_cohort
-        from AttriVAELib.train import train
+        from AttriVAELib.train.config import resolve_config
+        from AttriVAELib.cohorts.phantom.generator import generate_cohort
+        from AttriVAELib.train.trainer import train
 
         root = pathlib.Path(slicer.app.temporaryPath) / "AttriVAETest"
         run = root / "run"
@@ -811,7 +811,7 @@ class AttriVAETest(ScriptedLoadableModuleTest):
         """A synthetic subject on an oblique grid with anisotropic spacing."""
         import numpy as np
 
-        from AttriVAELib.synth import render_subject
+        from AttriVAELib.cohorts.phantom.generator import render_subject
 
         _row, image, _wall, _lesion = render_subject(7, 40, seed=0)
         array = (image[4:36, 2:38, :] * 1000.0).astype(np.float32)  # (k, j, i)

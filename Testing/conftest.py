@@ -10,7 +10,7 @@ import pytest
 @pytest.fixture(scope="session")
 def tiny_cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """40 phantom subjects at 32³ (read-only: copy it before writing into it)."""
-    from AttriVAELib.synth import generate_cohort
+    from AttriVAELib.cohorts.phantom.generator import generate_cohort
 
     out = tmp_path_factory.mktemp("cohort") / "tiny"
     generate_cohort(out, n=40, size=32, seed=1, workers=1, progress=False)
@@ -37,8 +37,8 @@ TINY_TRAIN = {
 @pytest.fixture(scope="session")
 def tiny_run(tiny_cohort: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A run folder with a tiny trained Attri-VAE (16³, latent 8, K = 4, binary classifier)."""
-    from AttriVAELib.config import resolve_config
-    from AttriVAELib.train import train
+    from AttriVAELib.train.config import resolve_config
+    from AttriVAELib.train.trainer import train
 
     run = tmp_path_factory.mktemp("runs") / "tiny"
     train(tiny_cohort, run, config=resolve_config("attri_vae", TINY_TRAIN), progress=False)

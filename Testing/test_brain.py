@@ -14,9 +14,10 @@ import pytest
 import SimpleITK as sitk
 from scipy import ndimage as ndi
 
-from AttriVAELib import brain
-from AttriVAELib.errors import ConfigError, InputError
-from AttriVAELib.manifest import attribute_unit, load_manifest
+from AttriVAELib.cli.data import add_synth_brain_arguments, run_synth_brain
+from AttriVAELib.cohorts.brain import generator as brain
+from AttriVAELib.core.errors import ConfigError, InputError
+from AttriVAELib.data.manifest import attribute_unit, load_manifest
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("nilearn") is None, reason="needs nilearn's MNI152 template")
 
@@ -188,11 +189,11 @@ def test_missing_template_file_is_an_input_error(monkeypatch: pytest.MonkeyPatch
 
 def test_command_line(tmp_path: Path, capsys: pytest.CaptureFixture):
     parser = argparse.ArgumentParser()
-    brain.add_synth_brain_arguments(parser)
+    add_synth_brain_arguments(parser)
     with pytest.raises(SystemExit):
         parser.parse_args(["--out", str(tmp_path / "c"), "--size", "8"])
     args = parser.parse_args(["--out", str(tmp_path / "c"), "--n", "2", "--size", "16", "--workers", "1", "--quiet"])
-    assert brain.run_synth_brain(args) == 0
+    assert run_synth_brain(args) == 0
     assert "2 subjects, 16³ voxels" in capsys.readouterr().out
     assert len(load_manifest(tmp_path / "c").records) == 2
 
@@ -217,7 +218,7 @@ MEASURE_SIZE = 64
 
 @pytest.fixture(scope="module")
 def atlas(base: brain.BrainFactors):
-    from AttriVAELib.brain_measure import VentricleAtlas
+    from AttriVAELib.cohorts.brain.measure import VentricleAtlas
 
     pairs = []
     for index in range(6):
@@ -229,8 +230,8 @@ def atlas(base: brain.BrainFactors):
 
 
 def _measure_sweep(base: brain.BrainFactors, name: str, values: list[float], atlas) -> list[dict]:
-    from AttriVAELib.brain_measure import measure_brain
-    from AttriVAELib.io import Volume
+    from AttriVAELib.cohorts.brain.measure import measure_brain
+    from AttriVAELib.data.io import Volume
 
     levels = (brain._template().csf_intensity, brain._template().gm_intensity)
     geometry = brain.geometry_for_size(MEASURE_SIZE)
@@ -252,8 +253,8 @@ def test_image_measure_follows_the_cortical_thickness(base: brain.BrainFactors, 
 
 
 def test_image_measure_without_an_atlas_or_a_brain(base: brain.BrainFactors):
-    from AttriVAELib.brain_measure import measure_brain
-    from AttriVAELib.io import Volume
+    from AttriVAELib.cohorts.brain.measure import measure_brain
+    from AttriVAELib.data.io import Volume
 
     geometry = brain.geometry_for_size(SIZE)
     assert measure_brain(Volume(np.zeros((SIZE,) * 3, np.float32), geometry)) is None
@@ -262,8 +263,8 @@ def test_image_measure_without_an_atlas_or_a_brain(base: brain.BrainFactors):
 
 
 def test_evaluation_knows_the_brain_cohort(cohort: Path):
-    from AttriVAELib.brain_measure import BrainMeasure
-    from AttriVAELib.evaluation import cohort_kind
+    from AttriVAELib.cohorts.brain.measure import BrainMeasure
+    from AttriVAELib.cohorts.registry import cohort_kind
 
     kind = cohort_kind(load_manifest(cohort))
     assert kind.name == "brain" and isinstance(kind.measure, BrainMeasure)

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from AttriVAELib.checkpoint import (load_checkpoint, optimizer_from_tensors, optimizer_to_tensors, read_metadata,
+from AttriVAELib.nn.checkpoint import (load_checkpoint, optimizer_from_tensors, optimizer_to_tensors, read_metadata,
                                     save_checkpoint)
-from AttriVAELib.errors import CheckpointError
+from AttriVAELib.core.errors import CheckpointError
 
 
 def tensors() -> dict[str, torch.Tensor]:

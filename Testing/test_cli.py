@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from AttriVAELib.cli import main
-from AttriVAELib.io import Geometry, Volume, write_image
+from AttriVAELib.data.io import Geometry, Volume, write_image
 
 
 def run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -90,7 +90,7 @@ def test_corrupt_4d_nan_and_empty_mask_images_through_cli(cohort_copy: Path) -> 
 
 def test_empty_mask_through_cli(cohort_copy: Path) -> None:
     mask = cohort_copy / "masks" / "sub-0001.nii.gz"
-    from AttriVAELib.io import read_image
+    from AttriVAELib.data.io import read_image
 
     vol = read_image(mask)
     write_image(Volume(np.zeros_like(vol.array, dtype=np.uint8), vol.geometry), mask)

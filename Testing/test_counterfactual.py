@@ -9,12 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from AttriVAELib.counterfactual import (CACHE_FILE, ClassStatistics, class_statistics, counterfactual, flip_latent,
-                                        latent_path_integrated_gradients, select_dims)
-from AttriVAELib.errors import ConfigError, InputError
-from AttriVAELib.inference import AttriVAEModel
-from AttriVAELib.io import Geometry, Volume
-from AttriVAELib.model import AttriVAE, ModelConfig
+from AttriVAELib.explain.counterfactual import (CACHE_FILE, ClassStatistics, class_statistics, counterfactual, flip_latent,
+                                                select_dims)
+from AttriVAELib.explain.integrated_gradients import latent_path_integrated_gradients
+from AttriVAELib.core.errors import ConfigError, InputError
+from AttriVAELib.inference.model import AttriVAEModel
+from AttriVAELib.data.io import Geometry, Volume
+from AttriVAELib.nn.model import AttriVAE, ModelConfig
 
 
 def _random_model(seed: int = 0, size: int = 16, smooth: bool = False) -> AttriVAEModel:
@@ -47,7 +48,7 @@ def _random_model(seed: int = 0, size: int = 16, smooth: bool = False) -> AttriV
 
 
 def _phantom(size: int = 16) -> Volume:
-    from AttriVAELib.synth import geometry_for_size, render_factors, sample_factors
+    from AttriVAELib.cohorts.phantom.generator import geometry_for_size, render_factors, sample_factors
 
     return Volume(render_factors(sample_factors(1, seed=2), size)[0], geometry_for_size(size))
 
@@ -118,7 +119,7 @@ def test_class_statistics_cached_and_class_mean_counterfactual(run_copy, tiny_co
     cache = json.loads((run_copy / CACHE_FILE).read_text())
     assert cache["weights_sha256"] and "train" in cache
     # A fresh model object reads the cache instead of encoding the training split again.
-    import AttriVAELib.counterfactual as cfmod
+    import AttriVAELib.explain.counterfactual as cfmod
 
     def no_compute(*_a, **_k):
         raise AssertionError("class statistics recomputed despite the cache")

@@ -1,4 +1,4 @@
-"""Tests of the cached cohort dataset (AttriVAELib.dataset) and augmentation (AttriVAELib.augment)."""
+"""Tests of the cached cohort dataset (AttriVAELib.data.dataset) and augmentation (AttriVAELib.data.augment)."""
 
 from __future__ import annotations
 
@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from AttriVAELib.augment import DEFAULT_AUGMENTATION, build_augmentation
-from AttriVAELib.dataset import CohortDataset
-from AttriVAELib.errors import ConfigError, InputError
-from AttriVAELib.io import Geometry, Volume, write_image
-from AttriVAELib.manifest import AttributeScaler, load_manifest
-from AttriVAELib.preprocessing import GridMapping, PreprocessSpec, preprocess_file, to_source_grid
+from AttriVAELib.data.augment import DEFAULT_AUGMENTATION, build_augmentation
+from AttriVAELib.data.dataset import CohortDataset
+from AttriVAELib.core.errors import ConfigError, InputError
+from AttriVAELib.data.io import Geometry, Volume, write_image
+from AttriVAELib.data.manifest import AttributeScaler, load_manifest
+from AttriVAELib.data.preprocessing import GridMapping, PreprocessSpec, preprocess_file, to_source_grid
 
 N = 32
 RADII = [6.0, 7.0, 8.0, 9.0, 10.0, 11.0]

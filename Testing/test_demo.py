@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from AttriVAELib import demo
+from AttriVAELib.cli import demo
 from AttriVAELib.cli import main as cli_main
 
 

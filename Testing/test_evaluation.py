@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 
 from AttriVAELib.cli import main as cli_main
-from AttriVAELib.errors import ConfigError, InputError
-from AttriVAELib.evaluation import (EvaluationSettings, classification_scores, decoded_attributes, map_localization,
-                                    measure_shell, segment_shell, traversal_fidelity)
-from AttriVAELib.io import Volume
-from AttriVAELib.synth import geometry_for_size, render_factors, sample_factors
+from AttriVAELib.core.errors import ConfigError, InputError
+from AttriVAELib.cohorts.phantom.cohort import measure_shell, segment_shell
+from AttriVAELib.evaluate.evaluation import (EvaluationSettings, classification_scores, decoded_attributes,
+                                             map_localization, traversal_fidelity)
+from AttriVAELib.data.io import Volume
+from AttriVAELib.cohorts.phantom.generator import geometry_for_size, render_factors, sample_factors
 
 SIZE = 48
 
@@ -241,7 +242,7 @@ def test_compare_trains_each_method_and_writes_the_table(tiny_cohort, tmp_path, 
 
 
 def test_comparison_table_has_no_sd_for_one_seed():
-    from AttriVAELib.compare import _cell, comparison_table
+    from AttriVAELib.evaluate.compare import _cell, comparison_table
 
     table = comparison_table({"attri_vae": [{"interpretability": 0.8}], "vae": [{"sap": 0.1}, {"sap": 0.3}]})
     assert table["attri_vae"]["interpretability"] == [0.8, None] and _cell(table["attri_vae"]["interpretability"]) == "0.80"
@@ -250,7 +251,7 @@ def test_comparison_table_has_no_sd_for_one_seed():
 
 @pytest.mark.parametrize("text, seeds", [("3", [0, 1, 2]), ("4,7", [4, 7]), ("2,", [2])])
 def test_compare_seeds_option(text, seeds):
-    from AttriVAELib.commands_evaluate import _seeds
+    from AttriVAELib.cli.evaluate import _seeds
 
     assert _seeds(text) == seeds
 
@@ -264,10 +265,10 @@ def test_compare_seeds_zero_says_how_to_pick_seed_zero(tiny_cohort, tmp_path, ca
 
 
 def test_region_attention_scores_each_attribute_map(tiny_run):
-    from AttriVAELib.evaluation import region_attention
-    from AttriVAELib.inference import AttriVAEModel
-    from AttriVAELib.manifest import load_manifest
-    from AttriVAELib.report import _detail_tables
+    from AttriVAELib.evaluate.evaluation import region_attention
+    from AttriVAELib.inference.model import AttriVAEModel
+    from AttriVAELib.data.manifest import load_manifest
+    from AttriVAELib.evaluate.report import _detail_tables
 
     model = AttriVAEModel.load(tiny_run, device="cpu")
     records = load_manifest(model.meta["data"]["manifest"]).records[:2]
@@ -294,7 +295,7 @@ def test_region_attention_scores_each_attribute_map(tiny_run):
 
 
 def test_region_ratios_against_a_uniform_map():
-    from AttriVAELib.evaluation import _region_ratios
+    from AttriVAELib.evaluate.evaluation import _region_ratios
 
     foreground = np.zeros((10, 10, 10), bool)
     foreground[:5] = True

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from AttriVAELib.io import Geometry, Volume, read_image, write_image
+from AttriVAELib.data.io import Geometry, Volume, read_image, write_image
 
 
 def _main(argv: list[str]) -> int:
@@ -23,7 +23,7 @@ def _main(argv: list[str]) -> int:
 @pytest.fixture(scope="module")
 def oblique(tmp_path_factory) -> Path:
     """A phantom on an oblique (rotated), anisotropic, non-cubic grid, as NIfTI."""
-    from AttriVAELib.synth import render_factors, sample_factors
+    from AttriVAELib.cohorts.phantom.generator import render_factors, sample_factors
 
     array = render_factors(sample_factors(7, seed=3), 32)[0][5:27, 1:31, :]  # (22, 30, 32)
     a = np.deg2rad(30.0)
@@ -148,11 +148,11 @@ def test_bad_inputs_exit_2_with_one_line(case, tiny_run, oblique, tmp_path, caps
 def test_classifier_map_is_for_the_predicted_class():
     import torch
 
-    from AttriVAELib.commands_explain import explain_encoding
-    from AttriVAELib.gradcam import ClassifierGradCAM, normalize_maps
-    from AttriVAELib.inference import AttriVAEModel
-    from AttriVAELib.model import AttriVAE, ModelConfig
-    from AttriVAELib.synth import geometry_for_size, render_factors, sample_factors
+    from AttriVAELib.explain.explain import explain_encoding
+    from AttriVAELib.explain.gradcam import ClassifierGradCAM, normalize_maps
+    from AttriVAELib.inference.model import AttriVAEModel
+    from AttriVAELib.nn.model import AttriVAE, ModelConfig
+    from AttriVAELib.cohorts.phantom.generator import geometry_for_size, render_factors, sample_factors
 
     torch.manual_seed(0)
     net = AttriVAE(ModelConfig(input_size=16, latent_dim=8, num_regularized=2, width=0.5))

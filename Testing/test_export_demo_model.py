@@ -17,7 +17,7 @@ def _export_module():
 
 
 def test_export_describes_the_training_cohort(tiny_run, tmp_path):
-    from AttriVAELib.inference import AttriVAEModel
+    from AttriVAELib.inference.model import AttriVAEModel
 
     out = _export_module().export(tiny_run, tmp_path / "DemoModel")
     meta = json.loads((out / "model.json").read_text())

@@ -9,10 +9,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from AttriVAELib.errors import ConfigError
-from AttriVAELib.gradcam import (AttributeGradCAM, ClassifierGradCAM, default_layer, gradcam_maps, resolve_layer,
+from AttriVAELib.core.errors import ConfigError
+from AttriVAELib.explain.gradcam import (AttributeGradCAM, ClassifierGradCAM, default_layer, gradcam_maps, resolve_layer,
                                  upsample_maps)
-from AttriVAELib.model import AttriVAE, ModelConfig
+from AttriVAELib.nn.model import AttriVAE, ModelConfig
 
 N = 32
 K = 4
@@ -207,9 +207,9 @@ def test_sub_module_layer_and_inference_mode_input(net64, x64):
 
 
 def test_gradcam_maps_from_encodings_on_the_input_grid(tiny_run, tmp_path):
-    from AttriVAELib.inference import AttriVAEModel
-    from AttriVAELib.io import Geometry, Volume
-    from AttriVAELib.synth import render_factors, sample_factors
+    from AttriVAELib.inference.model import AttriVAEModel
+    from AttriVAELib.data.io import Geometry, Volume
+    from AttriVAELib.cohorts.phantom.generator import render_factors, sample_factors
 
     model = AttriVAEModel.load(tiny_run, device="cpu")
     array = render_factors(sample_factors(2, seed=4), 32)[0][3:27]  # (24, 32, 32)

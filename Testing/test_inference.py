@@ -12,9 +12,9 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from AttriVAELib.errors import CheckpointError, ConfigError, InputError
-from AttriVAELib.inference import AttriVAEModel, Encoding
-from AttriVAELib.io import Geometry, Volume, read_image, write_image
+from AttriVAELib.core.errors import CheckpointError, ConfigError, InputError
+from AttriVAELib.inference.model import AttriVAEModel, Encoding
+from AttriVAELib.data.io import Geometry, Volume, read_image, write_image
 
 
 def oblique_volume() -> Volume:
@@ -36,7 +36,7 @@ def oblique_image(path: Path) -> Path:
 
 
 def _render_array(size: int = 32) -> tuple[np.ndarray, object]:
-    from AttriVAELib.synth import geometry_for_size, render_factors, sample_factors
+    from AttriVAELib.cohorts.phantom.generator import geometry_for_size, render_factors, sample_factors
 
     image, _, _ = render_factors(sample_factors(3, seed=5), size)
     return np.asarray(image, dtype=np.float32), geometry_for_size(size)
@@ -69,7 +69,7 @@ def _calibrate_batchnorm(net: torch.nn.Module, size: int) -> None:
 
 @functools.lru_cache(maxsize=None)
 def _random_network(seed: int, size: int):
-    from AttriVAELib.model import AttriVAE, ModelConfig
+    from AttriVAELib.nn.model import AttriVAE, ModelConfig
 
     torch.manual_seed(seed)
     net = AttriVAE(ModelConfig(input_size=size, latent_dim=8, num_regularized=2, width=0.5))
@@ -79,7 +79,7 @@ def _random_network(seed: int, size: int):
 
 def random_model(seed: int = 0, size: int = 32, calibrated: bool = True) -> AttriVAEModel:
     """An AttriVAEModel around a random network (non-trivial outputs), no checkpoint needed."""
-    from AttriVAELib.calibration import AttributeCalibration
+    from AttriVAELib.nn.calibration import AttributeCalibration
 
     net = _random_network(seed, size)
     names = ["volume_ml", "wall_thickness_mm"]
@@ -200,7 +200,7 @@ def test_decode_types_and_fast_path_exactness():
     assert m.decode(z[0]).shape == (1, 32, 32, 32)
     with pytest.raises(InputError, match="latent codes"):
         m.decode(np.zeros((2, 5)))
-    from AttriVAELib import inference
+    from AttriVAELib.inference import model as inference
 
     assert isinstance(m._decoder_module(), inference._OneDNNDecoder) or not torch.backends.mkldnn.is_available()
     slow = AttriVAEModel(m.network, m.meta, device="cpu", fast_decode=False)
@@ -211,7 +211,7 @@ def test_decode_types_and_fast_path_exactness():
 
 
 def test_decode_without_onednn_kernels(monkeypatch):
-    from AttriVAELib import inference
+    from AttriVAELib.inference import model as inference
 
     monkeypatch.setattr(inference._OneDNNDecoder, "build", classmethod(lambda cls, folded: None))
     m = random_model()
@@ -286,7 +286,7 @@ def test_traversal_errors():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU")
 def test_cuda_matches_cpu():
-    from AttriVAELib.gradcam import gradcam_maps
+    from AttriVAELib.explain.gradcam import gradcam_maps
 
     cpu = random_model()
     # A copy: the CPU model's network is cached and must stay on the CPU.

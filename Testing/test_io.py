@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from AttriVAELib.errors import InputError
-from AttriVAELib.io import Geometry, Volume, read_image, read_mask, read_sitk, write_image
+from AttriVAELib.core.errors import InputError
+from AttriVAELib.data.io import Geometry, Volume, read_image, read_mask, read_sitk, write_image
 
 
 def oblique_direction(deg_z: float = 25.0, deg_x: float = 40.0) -> tuple[float, ...]:

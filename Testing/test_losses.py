@@ -9,11 +9,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from AttriVAELib.errors import ConfigError
-from AttriVAELib.losses import (AttriVAELoss, LossConfig, attribute_regularization, classification_loss,
+from AttriVAELib.core.errors import ConfigError
+from AttriVAELib.nn.losses import (AttriVAELoss, LossConfig, attribute_regularization, classification_loss,
                                 kl_divergence, l1_penalty, reconstruction_loss)
-from AttriVAELib.model import AttriVAE, ModelConfig
-from AttriVAELib.presets import DEFAULT_PRESET, PRESETS, get_preset, preset_configs
+from AttriVAELib.nn.model import AttriVAE, ModelConfig
+from AttriVAELib.train.presets import DEFAULT_PRESET, PRESETS, get_preset, preset_configs
 
 # float(t) on a tensor that requires grad is fine in assertions
 pytestmark = pytest.mark.filterwarnings("ignore:Converting a tensor with requires_grad")
@@ -367,7 +367,7 @@ def test_get_preset_unknown_and_copy():
 def test_brain_presets_build_models_at_their_size(name, size):
     import torch
 
-    from AttriVAELib.model import AttriVAE
+    from AttriVAELib.nn.model import AttriVAE
 
     config = preset_configs(name, num_regularized=4, num_classes=2)[0]
     assert config.input_size == size and config.latent_dim >= 32

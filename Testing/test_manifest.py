@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from AttriVAELib.errors import ManifestError
-from AttriVAELib.io import Geometry, Volume, write_image
-from AttriVAELib.manifest import (AttributeScaler, attribute_label, attribute_unit, fit_scaler, load_manifest,
+from AttriVAELib.core.errors import ManifestError
+from AttriVAELib.data.io import Geometry, Volume, write_image
+from AttriVAELib.data.manifest import (AttributeScaler, attribute_label, attribute_unit, fit_scaler, load_manifest,
                                   load_split)
 
 

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from AttriVAELib.brain_measure import brain_mask, cortex_region, cortical_thickness, measure_brain, white_matter_level
-from AttriVAELib.config import resolve_config
-from AttriVAELib.errors import ConfigError
-from AttriVAELib.losses import LossConfig
-from AttriVAELib.measured_loss import MeasuredThicknessLoss
+from AttriVAELib.cohorts.brain.measure import brain_mask, cortex_region, cortical_thickness, measure_brain, white_matter_level
+from AttriVAELib.train.config import resolve_config
+from AttriVAELib.core.errors import ConfigError
+from AttriVAELib.nn.losses import LossConfig
+from AttriVAELib.cohorts.brain.loss import MeasuredThicknessLoss
 
 needs_template = pytest.mark.skipif(importlib.util.find_spec("nilearn") is None,
                                     reason="needs nilearn's MNI152 template")
@@ -32,7 +32,7 @@ TRAIN = {
 
 @pytest.fixture(scope="module")
 def brain_cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from AttriVAELib import brain
+    from AttriVAELib.cohorts.brain import generator as brain
 
     out = tmp_path_factory.mktemp("measured") / "brains"
     brain.generate_brain_cohort(out, n=N, size=SIZE, seed=1, workers=1, progress=False)
@@ -40,8 +40,8 @@ def brain_cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _images(cohort: Path) -> list:
-    from AttriVAELib.io import read_image
-    from AttriVAELib.manifest import load_manifest
+    from AttriVAELib.data.io import read_image
+    from AttriVAELib.data.manifest import load_manifest
 
     return [read_image(r.image) for r in load_manifest(cohort).records]
 
@@ -85,7 +85,7 @@ def test_the_loss_is_the_squared_error_of_both_decodings_in_units_of_the_spread(
 
 @needs_template
 def test_calibration_follows_the_attribute_and_refuses_images_it_cannot_measure(brain_cohort: Path):
-    from AttriVAELib.manifest import load_manifest
+    from AttriVAELib.data.manifest import load_manifest
 
     manifest = load_manifest(brain_cohort)
     column = manifest.attribute_names.index("cortical_thickness_mm")
@@ -109,7 +109,7 @@ def test_a_negative_weight_is_refused():
 
 @needs_template
 def test_training_with_the_loss_logs_it_and_moves_the_decoder(brain_cohort: Path, tmp_path: Path):
-    from AttriVAELib.train import Trainer
+    from AttriVAELib.train.trainer import Trainer
 
     config = resolve_config("brain_cpu", TRAIN)
     logged: list[str] = []

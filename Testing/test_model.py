@@ -10,10 +10,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from AttriVAELib.errors import ConfigError, InputError
-from AttriVAELib.fastpath import (autocast_context, bf16_supported, channels_last_input, select_device,
+from AttriVAELib.core.errors import ConfigError, InputError
+from AttriVAELib.nn.fastpath import (autocast_context, bf16_supported, channels_last_input, select_device,
                                   to_channels_last)
-from AttriVAELib.model import (ENCODER_LAYER_NAMES, AttriVAE, BatchNorm3d, ModelConfig, count_parameters,
+from AttriVAELib.nn.model import (ENCODER_LAYER_NAMES, AttriVAE, BatchNorm3d, ModelConfig, count_parameters,
                                to_fast_layout)
 
 CL = torch.channels_last_3d

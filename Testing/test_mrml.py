@@ -15,9 +15,9 @@ from mrml_helpers import ijk_to_ras, raw_node  # noqa: E402
 
 import SimpleITK as sitk  # noqa: E402
 
-from AttriVAELib import mrml  # noqa: E402
-from AttriVAELib.errors import InputError  # noqa: E402
-from AttriVAELib.io import Geometry, Volume, write_image  # noqa: E402
+from AttriVAELib.slicer import mrml  # noqa: E402
+from AttriVAELib.core.errors import InputError  # noqa: E402
+from AttriVAELib.data.io import Geometry, Volume, write_image  # noqa: E402
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
 
@@ -511,11 +511,11 @@ def test_bad_volume_nodes(scene):
 
 
 def test_library_imports_without_slicer():
-    """``import AttriVAELib.mrml`` must not need Slicer; using it then gives a clear error."""
+    """``import AttriVAELib.slicer.mrml`` must not need Slicer; using it then gives a clear error."""
     code = (
         "import sys; sys.modules['slicer'] = None; sys.modules['vtk'] = None\n"
-        "import AttriVAELib, AttriVAELib.mrml as m\n"
-        "from AttriVAELib.errors import InputError\n"
+        "import AttriVAELib, AttriVAELib.slicer.mrml as m\n"
+        "from AttriVAELib.core.errors import InputError\n"
         "try:\n    m.load_parameters(object())\nexcept InputError as e:\n    print('ERR', e)\n"
     )
     root = Path(__file__).resolve().parents[1]

@@ -1,4 +1,4 @@
-"""Tests of the invertible preprocessing into the model cube (AttriVAELib.preprocessing)."""
+"""Tests of the invertible preprocessing into the model cube (AttriVAELib.data.preprocessing)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import pytest
 import SimpleITK as sitk
 from scipy.spatial.transform import Rotation
 
-from AttriVAELib.errors import ConfigError, InputError
-from AttriVAELib.io import Geometry, Volume, write_image
-from AttriVAELib.preprocessing import (
+from AttriVAELib.core.errors import ConfigError, InputError
+from AttriVAELib.data.io import Geometry, Volume, write_image
+from AttriVAELib.data.preprocessing import (
     GridMapping,
     PreprocessSpec,
     preprocess,

@@ -19,11 +19,11 @@ slicer = pytest.importorskip("slicer", reason="needs the slicer-core wheel (pip 
 vtk = pytest.importorskip("vtk")
 from mrml_helpers import ijk_to_ras, raw_node  # noqa: E402
 
-from AttriVAELib import mrml  # noqa: E402
-from AttriVAELib import slicer_logic as sl  # noqa: E402
-from AttriVAELib.errors import AttriVAEError, CheckpointError, ConfigError, InputError  # noqa: E402
-from AttriVAELib.io import Geometry, Volume  # noqa: E402
-from AttriVAELib.slicer_logic import AttriVAESession  # noqa: E402
+from AttriVAELib.slicer import mrml  # noqa: E402
+from AttriVAELib.slicer import session as sl  # noqa: E402
+from AttriVAELib.core.errors import AttriVAEError, CheckpointError, ConfigError, InputError  # noqa: E402
+from AttriVAELib.data.io import Geometry, Volume  # noqa: E402
+from AttriVAELib.slicer.session import AttriVAESession  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -40,7 +40,7 @@ def _rotation(axis: str, degrees: float) -> np.ndarray:
 
 def oblique_phantom(size=(22, 20, 14)) -> Volume:
     """A phantom (hollow shell) on an oblique grid with anisotropic spacing (LPS)."""
-    from AttriVAELib.synth import render_subject
+    from AttriVAELib.cohorts.phantom.generator import render_subject
 
     _, image, _, _ = render_subject(5, 24, seed=2)
     i, j, k = size
@@ -465,7 +465,7 @@ def test_old_torch_counts_as_missing(monkeypatch):
 
 def test_shipped_demo_model_works_offline(scene, monkeypatch):
     """The extension's built-in model: found in the source tree, needs no training data."""
-    from AttriVAELib.synth import geometry_for_size, render_factors, sample_factors, to_stored_intensity
+    from AttriVAELib.cohorts.phantom.generator import geometry_for_size, render_factors, sample_factors, to_stored_intensity
 
     monkeypatch.delenv(sl.DEMO_MODEL_ENV, raising=False)
     folder = sl.find_demo_model()

@@ -202,10 +202,10 @@ def test_parameter_names_match_the_parameter_node_and_can_be_bound():
 
 
 def test_choices_mirror_the_engine():
-    from AttriVAELib.model import ENCODER_LAYER_NAMES
-    from AttriVAELib.mrml import BUILTIN_COLORMAPS, PARAMETER_PREFIX, PARAMETER_SINGLETON_TAG, ROLE_ATTRIBUTE
-    from AttriVAELib.presets import PRESETS
-    from AttriVAELib.slicer_logic import DEVICE_CHOICES, NODE_NAMES
+    from AttriVAELib.nn.model import ENCODER_LAYER_NAMES
+    from AttriVAELib.slicer.mrml import BUILTIN_COLORMAPS, PARAMETER_PREFIX, PARAMETER_SINGLETON_TAG, ROLE_ATTRIBUTE
+    from AttriVAELib.train.presets import PRESETS
+    from AttriVAELib.slicer.session import DEVICE_CHOICES, NODE_NAMES
 
     assert tuple(module_constant("DEVICE_CHOICES")) == DEVICE_CHOICES
     assert tuple(module_constant("LAYER_CHOICES")) == ("auto", *ENCODER_LAYER_NAMES)
@@ -295,9 +295,9 @@ def test_module_imports_with_stand_ins_and_describes_itself(monkeypatch):
 def test_logic_delegates_to_the_session_on_a_real_scene(monkeypatch, tiny_run):
     import numpy as np
 
-    from AttriVAELib import mrml
-    from AttriVAELib.io import Geometry, Volume
-    from AttriVAELib.synth import render_subject
+    from AttriVAELib.slicer import mrml
+    from AttriVAELib.data.io import Geometry, Volume
+    from AttriVAELib.cohorts.phantom.generator import render_subject
 
     module = _import_module(monkeypatch)
     slicer = sys.modules["slicer"]

@@ -15,10 +15,10 @@ import SimpleITK as sitk
 from scipy import ndimage as ndi
 from scipy.stats import spearmanr
 
-from AttriVAELib import synth
-from AttriVAELib.attributes import shape_attributes
-from AttriVAELib.errors import ConfigError, InputError
-from AttriVAELib.io import read_image, read_mask
+from AttriVAELib.cohorts.phantom import generator as synth
+from AttriVAELib.data.attributes import shape_attributes
+from AttriVAELib.core.errors import ConfigError, InputError
+from AttriVAELib.data.io import read_image, read_mask
 
 ATTRIBUTES = ["volume_ml", "max_axial_diameter_mm", "wall_thickness_mm"]
 FACTORS = ["factor_outer_volume_ml", "factor_diameter_mm", "factor_thickness_mm"]

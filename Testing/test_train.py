@@ -14,11 +14,11 @@ import pytest
 import torch
 import yaml
 
-from AttriVAELib.checkpoint import load_checkpoint, split_prefix
-from AttriVAELib.config import resolve_config
-from AttriVAELib.errors import ConfigError
-from AttriVAELib.model import AttriVAE, ModelConfig
-from AttriVAELib.train import learning_rate, train
+from AttriVAELib.nn.checkpoint import load_checkpoint, split_prefix
+from AttriVAELib.train.config import resolve_config
+from AttriVAELib.core.errors import ConfigError
+from AttriVAELib.nn.model import AttriVAE, ModelConfig
+from AttriVAELib.train.trainer import learning_rate, train
 
 TINY = {
     "model": {"input_size": 16, "latent_dim": 8, "width": 0.5},
@@ -28,7 +28,7 @@ TINY = {
 
 
 def write_config(tmp_path: Path, extra: dict | None = None) -> Path:
-    from AttriVAELib.config import deep_merge
+    from AttriVAELib.train.config import deep_merge
 
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(deep_merge(TINY, extra or {})))
@@ -110,7 +110,7 @@ def test_ddp_two_gloo_processes(cohort_copy: Path, tmp_path: Path) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     result = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m",
-         "AttriVAELib.train", "--data", str(cohort_copy), "--out", str(run), "--config", str(config), "--device",
+         "AttriVAELib.cli", "train", "--data", str(cohort_copy), "--out", str(run), "--config", str(config), "--device",
          "cpu", "--quiet"], capture_output=True, encoding="utf-8", errors="replace", env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     digests = [json.loads((run / "ranks" / f"rank-{r}.json").read_text())["state_sha256"] for r in (0, 1)]
@@ -127,7 +127,7 @@ def test_ddp_two_gloo_processes(cohort_copy: Path, tmp_path: Path) -> None:
     ({"model": {"input_size": 24}}, "16"),
 ])
 def test_config_errors_against_data(cohort_copy: Path, tmp_path: Path, overrides: dict, match: str) -> None:
-    from AttriVAELib.config import deep_merge
+    from AttriVAELib.train.config import deep_merge
 
     with pytest.raises(ConfigError, match=match):
         train(cohort_copy, tmp_path / "run", config=resolve_config("attri_vae", deep_merge(TINY, overrides)),
@@ -199,7 +199,7 @@ def test_cosine_schedule_is_applied_and_logged(cohort_copy: Path, tmp_path: Path
 
 def test_init_from_starts_at_another_runs_weights_and_reencodes(tiny_cohort: Path, tiny_run: Path,
                                                                  tmp_path: Path) -> None:
-    from AttriVAELib.train import Trainer
+    from AttriVAELib.train.trainer import Trainer
 
     config = resolve_config("attri_vae", {**TINY, "loss": {"reencoded_gamma": 50.0},
                                           "train": {**TINY["train"], "epochs": 1, "init_from": str(tiny_run)}})

@@ -1,4 +1,4 @@
-"""Accuracy of AttriVAELib.attributes against analytic shapes.
+"""Accuracy of AttriVAELib.data.attributes against analytic shapes.
 
 Renders spheres, ellipsoids and spherical shells as binary masks (voxel centres inside the
 analytic surface, random sub-voxel offset and in-plane rotation) at several spacings and
@@ -18,7 +18,7 @@ from scipy.special import elliprg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from AttriVAELib.attributes import shape_attributes  # noqa: E402
+from AttriVAELib.data.attributes import shape_attributes  # noqa: E402
 
 SPACINGS = [(1.0, 1.0, 1.0), (0.7, 0.7, 1.3), (1.5, 1.5, 1.8), (3.0, 3.0, 3.6)]
 

@@ -30,8 +30,8 @@ from scipy.stats import spearmanr
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from AttriVAELib import brain  # noqa: E402
-from AttriVAELib.atomic import write_json  # noqa: E402
+from AttriVAELib.cohorts.brain import generator as brain  # noqa: E402
+from AttriVAELib.core.atomic import write_json  # noqa: E402
 
 ATTRIBUTES = list(brain.ATTRIBUTES)
 # factor swept → (measured attribute, applied change reported beside it)

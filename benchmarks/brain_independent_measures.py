@@ -1,7 +1,7 @@
 """Does a brain run draw cortical thickness, or only please the measure it was trained against?
 
 ``loss.measured_gamma`` trains the decoder against the evaluation's thickness measure
-(:mod:`AttriVAELib.brain_measure`: partial-volume GM over the tissue area). This benchmark scores
+(:mod:`AttriVAELib.cohorts.brain.measure`: partial-volume GM over the tissue area). This benchmark scores
 the same run with four measures that the loss never saw: grey matter summed *linearly* from the
 intensities over the brain's outer ``D`` mm (D = 10, 12) plus a 2-voxel rim outside it,
 
@@ -28,12 +28,13 @@ from scipy import ndimage as ndi
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from AttriVAELib.brain_measure import brain_mask, cohort_levels, tissue_fractions, white_matter_level  # noqa: E402
-from AttriVAELib.cohort_files import read_cohort_info  # noqa: E402
-from AttriVAELib.errors import AttriVAEError  # noqa: E402
-from AttriVAELib.evaluation import _evaluation_records, _rho  # noqa: E402
-from AttriVAELib.inference import AttriVAEModel  # noqa: E402
-from AttriVAELib.io import Volume  # noqa: E402
+from AttriVAELib.cohorts.brain.measure import brain_mask, cohort_levels, tissue_fractions, white_matter_level  # noqa: E402
+from AttriVAELib.cohorts.registry import get_cohort  # noqa
+from AttriVAELib.data.cohort_files import read_cohort_info  # noqa: E402
+from AttriVAELib.core.errors import AttriVAEError  # noqa: E402
+from AttriVAELib.evaluate.evaluation import _evaluation_records, _rho  # noqa: E402
+from AttriVAELib.inference.model import AttriVAEModel  # noqa: E402
+from AttriVAELib.data.io import Volume  # noqa: E402
 
 ATTRIBUTE = "cortical_thickness_mm"
 DEPTHS_MM = (10.0, 12.0)
@@ -73,7 +74,7 @@ def main() -> int:
     model = AttriVAEModel.load(args.run, device="cpu")
     manifest, records, _ = _evaluation_records(model, None, "test")
     info = read_cohort_info(manifest.root)
-    if info.get("generator") != "AttriVAELib.brain":
+    if get_cohort(info.get("generator")).name != "brain":
         parser.error(f"{args.run} was not trained on a synth-brain cohort")
     levels = cohort_levels(info)
     dim = model.dim_index(ATTRIBUTE)

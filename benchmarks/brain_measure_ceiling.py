@@ -1,7 +1,7 @@
 """How sharp a decoded brain must be for the re-measure to see each attribute.
 
 Traversal fidelity and ``decoded_attributes`` (``attrivae evaluate``) re-measure a decoded
-brain with :mod:`AttriVAELib.brain_measure`. A decoder's output is smoother than its input,
+brain with :mod:`AttriVAELib.cohorts.brain.measure`. A decoder's output is smoother than its input,
 so the measure's Spearman ρ against the generator's true values on *blurred* renderings is
 the most a model can score at that blur, however well it has learned the attribute.
 
@@ -34,13 +34,13 @@ from scipy import ndimage as ndi
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from AttriVAELib import brain  # noqa: E402
-from AttriVAELib.atomic import write_json  # noqa: E402
-from AttriVAELib.brain_measure import BrainMeasure, VentricleAtlas  # noqa: E402
-from AttriVAELib.errors import AttriVAEError  # noqa: E402
-from AttriVAELib.evaluation import _rho as rho  # noqa: E402  (Spearman ρ, 0 where a side is constant)
-from AttriVAELib.io import Volume  # noqa: E402
-from AttriVAELib.preprocessing import PreprocessSpec, preprocess, to_source_grid  # noqa: E402
+from AttriVAELib.cohorts.brain import generator as brain  # noqa: E402
+from AttriVAELib.core.atomic import write_json  # noqa: E402
+from AttriVAELib.cohorts.brain.measure import BrainMeasure, VentricleAtlas  # noqa: E402
+from AttriVAELib.core.errors import AttriVAEError  # noqa: E402
+from AttriVAELib.evaluate.evaluation import _rho as rho  # noqa: E402  (Spearman ρ, 0 where a side is constant)
+from AttriVAELib.data.io import Volume  # noqa: E402
+from AttriVAELib.data.preprocessing import PreprocessSpec, preprocess, to_source_grid  # noqa: E402
 
 MEASURED = ("cortical_thickness_mm", "ventricle_volume_ml")
 

@@ -3,7 +3,7 @@
 For a few held-out subjects of a run trained on a ``synth-brain`` cohort (subjects without
 lesions), renders the subject again with the attribute set to the 5th and the 95th
 percentile of the test split (everything else unchanged) and prints, for each of the two
-images, the attribute as the cohort measures it (``AttriVAELib.brain_measure``):
+images, the attribute as the cohort measures it (``AttriVAELib.cohorts.brain.measure``):
 
 * on the rendered image (the measure's own response);
 * after the round trip to the model grid and back (what resampling leaves);
@@ -36,13 +36,14 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from AttriVAELib import brain  # noqa: E402
-from AttriVAELib.errors import AttriVAEError  # noqa: E402
-from AttriVAELib.evaluation import _evaluation_records, cohort_kind  # noqa: E402
-from AttriVAELib.inference import AttriVAEModel  # noqa: E402
-from AttriVAELib.io import Volume, write_image  # noqa: E402
+from AttriVAELib.cohorts.brain import generator as brain  # noqa: E402
+from AttriVAELib.core.errors import AttriVAEError  # noqa: E402
+from AttriVAELib.cohorts.registry import cohort_kind  # noqa: E402
+from AttriVAELib.evaluate.evaluation import _evaluation_records  # noqa: E402
+from AttriVAELib.inference.model import AttriVAEModel  # noqa: E402
+from AttriVAELib.data.io import Volume, write_image  # noqa: E402
 
-#: measured attribute → the factor of :class:`AttriVAELib.brain.BrainFactors` that sets it
+#: measured attribute → the factor of :class:`AttriVAELib.cohorts.brain.generator.BrainFactors` that sets it
 FACTOR = {
     "cortical_thickness_mm": "target_cortical_thickness_mm",
     "ventricle_volume_ml": "target_ventricle_volume_ml",

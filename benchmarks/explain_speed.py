@@ -5,7 +5,7 @@ Side by side in one process:
 * Grad-CAM maps/s for B samples × K attribute dims:
   (a) as published — one forward and one full ``backward()`` per (sample, dim), batch 1;
   (a') a lighter per-sample baseline — one forward per sample, one ``autograd.grad`` per dim;
-  (b) batched — :class:`AttriVAELib.gradcam.AttributeGradCAM`: one forward of the B samples
+  (b) batched — :class:`AttriVAELib.explain.gradcam.AttributeGradCAM`: one forward of the B samples
       and one backward batched over the K dims (same layer, conv5, and the default layer);
 * decode latency of one volume (the Slicer slider): eager fp32 as published, and the
   inference object's fast path (BatchNorm folded, channels_last_3d; fp32, and the bf16
@@ -35,10 +35,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from AttriVAELib.gradcam import AttributeGradCAM  # noqa: E402
-from AttriVAELib.inference import AttriVAEModel  # noqa: E402
-from AttriVAELib.io import Geometry, Volume  # noqa: E402
-from AttriVAELib.model import AttriVAE, ModelConfig  # noqa: E402
+from AttriVAELib.explain.gradcam import AttributeGradCAM  # noqa: E402
+from AttriVAELib.inference.model import AttriVAEModel  # noqa: E402
+from AttriVAELib.data.io import Geometry, Volume  # noqa: E402
+from AttriVAELib.nn.model import AttriVAE, ModelConfig  # noqa: E402
 
 
 def median_time(fn: Callable[[], object], repeats: int, warmup: int = 1) -> float:
@@ -199,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
         shown = f"{value:.4g}" if isinstance(value, float) else value
         print(f"{key:<{width}s}  {shown}")
     if args.json:
-        from AttriVAELib.atomic import write_json
+        from AttriVAELib.core.atomic import write_json
 
         write_json(args.json, results)
     return 0

@@ -25,7 +25,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from AttriVAELib import metrics  # noqa: E402
+from AttriVAELib.evaluate import metrics  # noqa: E402
 
 FREE_DIMS = 12
 

@@ -76,14 +76,14 @@ def _rss_mb() -> float:
 def worker(args: argparse.Namespace) -> dict:
     """Run one path; returns its measurements (printed as JSON by the subprocess)."""
     channels_last, bf16, tune_alloc, compile_ = PATHS[args.worker]
-    from AttriVAELib import fastpath
+    from AttriVAELib.nn import fastpath
 
     if tune_alloc:
         fastpath.tune_cpu_allocator()
     import torch
 
-    from AttriVAELib.losses import AttriVAELoss, LossConfig
-    from AttriVAELib.model import AttriVAE, ModelConfig
+    from AttriVAELib.nn.losses import AttriVAELoss, LossConfig
+    from AttriVAELib.nn.model import AttriVAE, ModelConfig
 
     device = fastpath.select_device(args.device)
     if args.threads:
@@ -171,7 +171,7 @@ def _flops(model, loss_fn, x, attrs, labels, device, use_bf16, step_s, batch) ->
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from AttriVAELib import fastpath
+    from AttriVAELib.nn import fastpath
 
     n = min(2, batch)
     counter = FlopCounterMode(display=False)

@@ -14,8 +14,8 @@ import argparse
 import json
 from pathlib import Path
 
-from AttriVAELib import atomic
-from AttriVAELib.checkpoint import load_checkpoint, save_checkpoint
+from AttriVAELib.core import atomic
+from AttriVAELib.nn.checkpoint import load_checkpoint, save_checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -15,8 +15,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from AttriVAELib.io import read_image  # noqa: E402
-from AttriVAELib.manifest import load_manifest  # noqa: E402
+from AttriVAELib.data.io import read_image  # noqa: E402
+from AttriVAELib.data.manifest import load_manifest  # noqa: E402
 
 
 def phantom_montage(cohort: Path, out: Path, n: int = 8) -> Path:
@@ -59,7 +59,7 @@ def report_picture(report: Path, out: Path, section: str = "Grad-CAM") -> Path:
 
 def _held_out_subject(model):
     """The first test-split subject without lesions of the run's cohort, and the manifest."""
-    from AttriVAELib.manifest import load_split
+    from AttriVAELib.data.manifest import load_split
 
     manifest = load_manifest(model.meta["data"]["manifest"])
     test = manifest.subset(load_split(manifest, create=False)["test"])
@@ -77,9 +77,10 @@ def _save(fig, title: str, path: Path) -> Path:
 def brain_figures(run: Path, out: Path, steps: int = 5, layer: str = "auto") -> list[Path]:
     """The brain walkthrough's pictures: traversals of ventricle volume and cortical thickness
     on a held-out subject (decoded, re-measured), and every attribute's Grad-CAM (at ``layer``) over its T1."""
-    from AttriVAELib.brain import TISSUE_FOLDER, TISSUE_LABELS
-    from AttriVAELib.evaluation import attribute_map_variants, cohort_kind
-    from AttriVAELib.inference import AttriVAEModel
+    from AttriVAELib.cohorts.brain.generator import TISSUE_FOLDER, TISSUE_LABELS
+    from AttriVAELib.cohorts.registry import cohort_kind
+    from AttriVAELib.evaluate.evaluation import attribute_map_variants
+    from AttriVAELib.inference.model import AttriVAEModel
 
     model = AttriVAEModel.load(run, device="cpu")
     record, manifest = _held_out_subject(model)

@@ -1,7 +1,7 @@
 """Render the extension's screenshots from a real MRML scene (slicer-core wheel, no Slicer GUI).
 
 Builds a ``slicer.vtkMRMLScene``, loads a phantom of a synthetic cohort as a volume node, and
-runs the module's logic (``AttriVAELib.slicer_logic.AttriVAESession``): encode, attention
+runs the module's logic (``AttriVAELib.slicer.session.AttriVAESession``): encode, attention
 (Grad-CAM) and traversals. It then draws what the slice views would show, from the nodes
 themselves: each view reslices the node arrays through their IJKToRAS matrices with Slicer's
 view orientations (axial/Red, sagittal/Yellow, coronal/Green), and heatmaps are coloured with
@@ -154,8 +154,8 @@ def half_extent(node) -> float:
 def run_logic(run: Path, cohort: Path, subject: str | None, steps: int, layer: str = "auto"):
     import slicer
 
-    from AttriVAELib import mrml
-    from AttriVAELib.slicer_logic import AttriVAESession
+    from AttriVAELib.slicer import mrml
+    from AttriVAELib.slicer.session import AttriVAESession
 
     scene = slicer.vtkMRMLScene()
     row = pick_subject(cohort, subject)
@@ -232,7 +232,7 @@ def screenshot_overlays(path: Path, row, volume, summary, maps, centre, session,
                     truth = float(row[name])
                     label = f"{title}: est. {est:.1f} {units[name]} (true {truth:.1f})"
                 ax.set_ylabel(label, color="white", fontsize=10)
-    from AttriVAELib.gradcam import resolve_layer
+    from AttriVAELib.explain.gradcam import resolve_layer
 
     used = resolve_layer(session.model.network, layer)[0].split(".")[-1]
     used = f"layer {used}, the default" if layer == "auto" else f"layer {used}"

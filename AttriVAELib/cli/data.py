@@ -1,0 +1,101 @@
+"""Data commands: ``attrivae synth``, ``synth-brain`` (generate a cohort) and ``info`` (check one)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from AttriVAELib.cli.command import Command, positive_int
+
+__all__ = ["COMMANDS"]
+
+
+def add_synth_arguments(p: argparse.ArgumentParser) -> None:
+    """Options of ``attrivae synth``."""
+    p.add_argument("--out", required=True, type=Path, help="output folder (created atomically)")
+    p.add_argument("--n", type=positive_int, default=200, help="number of subjects (default 200)")
+    p.add_argument("--size", type=positive_int, default=64, help="voxels per axis (default 64)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--workers", type=positive_int, default=None, help="processes (default: all cores)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def add_info_arguments(p: argparse.ArgumentParser) -> None:
+    """Options of ``attrivae info``."""
+    p.add_argument("--data", required=True, type=Path, help="manifest CSV or a folder holding manifest.csv")
+    p.add_argument("--seed", type=int, default=0, help="split seed if no split is saved yet (default 0)")
+
+
+def run_synth(args: argparse.Namespace) -> int:
+    """``attrivae synth``: generate the phantom cohort and print its summary."""
+    from AttriVAELib.cohorts.phantom.generator import generate_cohort, summarize_cohort
+
+    generate_cohort(args.out, n=args.n, size=args.size, seed=args.seed, workers=args.workers,
+                    progress=not args.quiet, overwrite=args.overwrite)
+    print(summarize_cohort(args.out))
+    return 0
+
+
+def run_info(args: argparse.Namespace) -> int:
+    """``attrivae info``: validate a manifest, create or show its split, print its attributes."""
+    from AttriVAELib.data.manifest import load_manifest, load_split
+
+    manifest = load_manifest(args.data)
+    split = load_split(manifest, seed=args.seed)
+    print(f"manifest: {manifest.path}")
+    print(f"subjects: {len(manifest.records)}  "
+          + "  ".join(f"{name}={len(split[name])}" for name in ("train", "val", "test")))
+    if manifest.label_names:
+        labels = manifest.labels()
+        counts = ", ".join(f"{n}: {(labels == i).sum()}" for i, n in enumerate(manifest.label_names))
+        print(f"labels: {counts}")
+    values = manifest.attribute_matrix()
+    for k, name in enumerate(manifest.attribute_names):
+        col = values[:, k]
+        print(f"  {name:<28s} min {col.min():10.3f}  mean {col.mean():10.3f}  max {col.max():10.3f}")
+    return 0
+
+
+def _brain_size(text: str) -> int:
+    from AttriVAELib.cohorts.brain.generator import MAX_SIZE, MIN_SIZE
+
+    value = positive_int(text)
+    if not MIN_SIZE <= value <= MAX_SIZE:
+        raise argparse.ArgumentTypeError(f"{value} is outside {MIN_SIZE}..{MAX_SIZE}")
+    return value
+
+
+def add_synth_brain_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``attrivae synth-brain``."""
+    from AttriVAELib.cohorts.brain.generator import FOV_MM, MAX_SIZE, MIN_SIZE
+
+    parser.add_argument("--out", required=True, type=Path, help="output folder (created atomically)")
+    parser.add_argument("--n", type=positive_int, default=200, help="number of subjects (default 200)")
+    parser.add_argument("--size", type=_brain_size, default=64,
+                        help=f"voxels per axis, {MIN_SIZE}..{MAX_SIZE} (default 64; field of view "
+                             f"{' × '.join(f'{v:g}' for v in FOV_MM)} mm)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--workers", type=positive_int, default=None, help="processes (default: all cores)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def run_synth_brain(args: argparse.Namespace) -> int:
+    """``attrivae synth-brain``: generate the cohort and print its summary."""
+    from AttriVAELib.cohorts.brain.generator import generate_brain_cohort, summarize_brain_cohort
+
+    generate_brain_cohort(args.out, n=args.n, size=args.size, seed=args.seed, workers=args.workers,
+                          progress=not args.quiet, overwrite=args.overwrite)
+    print(summarize_brain_cohort(args.out))
+    return 0
+
+
+COMMANDS = (
+    Command("synth", "generate the synthetic phantom cohort (hollow ellipsoidal shells with lesions)",
+            add_synth_arguments, run_synth),
+    Command("synth-brain", "generate a brain-MRI cohort (aging/atrophy) from nilearn's MNI152 template",
+            add_synth_brain_arguments, run_synth_brain),
+    Command("info", "validate a dataset manifest and print its split and attributes", add_info_arguments,
+            run_info),
+)

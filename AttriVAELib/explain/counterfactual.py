@@ -1,0 +1,351 @@
+"""Counterfactuals in the latent space.
+
+Counterfactual ("negative realization", medXGAN; VA-GAN's disease-effect map without a GAN):
+encode an image, move some latent dims to a target, decode, and compare with the
+reconstruction::
+
+    z_cf = z;  z_cf[dims] = target[dims]          difference = decode(z_cf) − decode(z)
+
+Targets: the training-split class mean of μ of another class (:func:`class_statistics`,
+computed once from the training split and cached next to the checkpoint), explicit attribute
+values (physical units through the calibration, or latent units), or, when the training
+data are not available, the nearest latent point (in the chosen dims) that the classifier
+assigns to the target class (:func:`flip_latent`).
+
+Which dims: ``"relevant"`` (default) — dims whose class means differ by at least
+``min_effect`` pooled standard deviations between the two classes (the largest one if none
+does); ``"regularized"``; ``"all"``; or an explicit list of dims / attribute names.
+
+Latent-path integrated gradients live in :mod:`AttriVAELib.explain.integrated_gradients`.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from AttriVAELib.core.errors import AttriVAEError, ConfigError, InputError
+from AttriVAELib.inference.model import AttriVAEModel, Dim, Encoding
+from AttriVAELib.nn.calibration import ClassStatistics
+
+__all__ = [
+    "ClassStatistics",
+    "Counterfactual",
+    "LatentCounterfactual",
+    "class_statistics",
+    "counterfactual",
+    "flip_latent",
+    "select_dims",
+]
+
+CACHE_FILE = "class_statistics.json"
+
+
+def _weights_digest(model: AttriVAEModel) -> str | None:
+    """The checkpoint's recorded SHA-256 (checked at load), identifying the weights."""
+    if model.source is None:
+        return None
+    sidecar = model.source.with_suffix(".json")
+    try:
+        return json.loads(sidecar.read_text()).get("sha256")
+    except (OSError, ValueError):
+        return None
+
+
+def class_statistics(model: AttriVAEModel, split: str = "train", cache: bool = True,
+                     batch_size: int = 16) -> ClassStatistics:
+    """Class means and standard deviations of μ over a split of the training data.
+
+    Looked up, in order: in memory; in the checkpoint metadata (``class_statistics``); in
+    ``RUN/class_statistics.json`` (valid only for the same weights digest); else computed by
+    encoding the split (manifest and split file recorded in the checkpoint) and written there
+    (atomically; skipped if the folder is read-only).
+
+    Raises:
+        ConfigError: the model has no classifier or the data has fewer than two classes.
+        InputError: the training data recorded in the checkpoint cannot be read.
+    """
+    if not model.has_classifier:
+        raise ConfigError("this model has no classifier, so it has no classes to move between")
+    key = f"class_statistics:{split}"
+    if key in model._cache:
+        return model._cache[key]
+    stats: ClassStatistics | None = None
+    if split == "train" and isinstance(model.meta.get("class_statistics"), Mapping):
+        stats = ClassStatistics.from_dict(model.meta["class_statistics"])
+    digest = _weights_digest(model)
+    cache_path = model.run_dir / CACHE_FILE if model.run_dir is not None else None
+    if stats is None and cache and cache_path is not None and cache_path.exists() and digest:
+        try:
+            saved = json.loads(cache_path.read_text())
+            entry = saved.get(split) if saved.get("weights_sha256") == digest else None
+            stats = ClassStatistics.from_dict(entry) if entry else None
+        except (OSError, ValueError, KeyError, TypeError):
+            stats = None
+    if stats is None:
+        stats = _compute_class_statistics(model, split, batch_size)
+        if cache and cache_path is not None and digest:
+            _write_cache(cache_path, digest, split, stats)
+    model._cache[key] = stats
+    return stats
+
+
+def _compute_class_statistics(model: AttriVAEModel, split: str, batch_size: int) -> ClassStatistics:
+    from AttriVAELib.data.dataset import CohortDataset
+    from AttriVAELib.data.manifest import load_manifest, load_split
+
+    data = model.meta.get("data") or {}
+    manifest_path = data.get("manifest")
+    if not manifest_path:
+        raise InputError("the checkpoint does not record its training data, so class means cannot be computed")
+    if not Path(manifest_path).exists():
+        raise InputError(f"{manifest_path}: training manifest not found, so class means cannot be computed "
+                         "(give explicit attribute targets instead)")
+    try:
+        manifest = load_manifest(manifest_path, attributes=(model.meta.get("attributes") or {}).get("names"))
+        subjects = load_split(manifest, create=False)[split]
+        dataset = CohortDataset(manifest, subjects, model.spec)
+    except AttriVAEError as exc:
+        raise InputError(f"cannot read the training data to compute class means: {exc}") from None
+    mus = []
+    for start in range(0, len(dataset), batch_size):
+        images = dataset.images[start:start + batch_size, 0].float()
+        mus.append(model.encode_arrays(images)["mu"].astype(np.float64))
+    mu = np.concatenate(mus) if mus else np.zeros((0, model.latent_size))
+    return ClassStatistics.from_latents(mu, dataset.labels.numpy(), manifest.label_names,
+                                        source=f"{manifest.path} ({split} split, n={len(mu)})")
+
+
+def _write_cache(path: Path, digest: str, split: str, stats: ClassStatistics) -> None:
+    from AttriVAELib.core import atomic
+
+    try:
+        saved = json.loads(path.read_text()) if path.exists() else {}
+        if saved.get("weights_sha256") != digest:
+            saved = {}
+    except (OSError, ValueError):
+        saved = {}
+    saved["weights_sha256"] = digest
+    saved[split] = stats.to_dict()
+    try:
+        atomic.write_json(path, saved)
+    except OSError as exc:  # read-only run folder: keep it in memory only
+        warnings.warn(f"could not cache class statistics in {path}: {exc}", stacklevel=3)
+
+
+# --------------------------------------------------------------------------- counterfactuals
+@dataclass
+class Counterfactual:
+    """Result of :func:`counterfactual`. Volumes are (N, N, N) on the model grid.
+
+    Attributes:
+        z, z_cf: (L,) encoded and counterfactual latent codes.
+        dims: the latent dims that were moved.
+        target_class: the class moved towards (None for explicit attribute targets).
+        method: ``"class_mean"``, ``"values"`` or ``"flip"``.
+        reconstruction, counterfactual: decode(z), decode(z_cf).
+        difference: counterfactual − reconstruction.
+        probabilities, probabilities_cf: (C,) class probabilities of z and z_cf (or None).
+        attributes, attributes_cf: (K,) calibrated attribute estimates (or None).
+    """
+
+    z: np.ndarray
+    z_cf: np.ndarray
+    dims: list[int]
+    target_class: int | None
+    method: str
+    reconstruction: np.ndarray
+    counterfactual: np.ndarray
+    difference: np.ndarray
+    probabilities: np.ndarray | None
+    probabilities_cf: np.ndarray | None
+    attributes: np.ndarray | None
+    attributes_cf: np.ndarray | None
+
+    def summary(self, model: AttriVAEModel) -> dict[str, Any]:
+        names = model.label_names
+        out: dict[str, Any] = {"method": self.method, "dims": self.dims,
+                               "target_class": None if self.target_class is None else
+                               (names[self.target_class] if self.target_class < len(names) else self.target_class),
+                               "moved": {_dim_name(model, d): [float(self.z[d]), float(self.z_cf[d])]
+                                         for d in self.dims}}
+        if self.probabilities is not None:
+            out["probabilities"] = [float(p) for p in self.probabilities]
+            out["probabilities_counterfactual"] = [float(p) for p in self.probabilities_cf]
+        if self.attributes is not None:
+            out["attributes"] = {n: [float(a), float(b)] for n, a, b in
+                                 zip(model.attribute_names, self.attributes, self.attributes_cf)}
+        return out
+
+
+def _dim_name(model: AttriVAEModel, d: int) -> str:
+    return model.attribute_names[d] if d < model.num_regularized else f"dim_{d}"
+
+
+def _other_class(model: AttriVAEModel, encoding: Encoding) -> int:
+    probs = encoding.probabilities
+    if probs is None:
+        raise ConfigError("this model has no classifier; give explicit attribute targets")
+    order = np.argsort(-probs)
+    return int(order[1])  # binary: the other class; multiclass: the runner-up
+
+
+def select_dims(model: AttriVAEModel, dims: str | Sequence[Dim], stats: ClassStatistics | None = None,
+                source_class: int | None = None, target_class: int | None = None,
+                min_effect: float = 0.5) -> list[int]:
+    """Latent dims to move: ``"relevant"``, ``"regularized"``, ``"all"`` or a list (see module docstring)."""
+    if isinstance(dims, str):
+        if dims == "all":
+            return list(range(model.latent_size))
+        if dims == "regularized":
+            if not model.num_regularized:
+                raise ConfigError("this model has no regularized dims")
+            return model.regularized_dims
+        if dims == "relevant":
+            if stats is None or source_class is None or target_class is None:
+                raise ConfigError("dims='relevant' needs class statistics and the two classes")
+            d = np.abs(stats.effect_size(source_class, target_class))
+            chosen = [int(i) for i in np.flatnonzero(d >= min_effect)]
+            return chosen or [int(np.argmax(d))]
+        return [model.dim_index(dims)]
+    out = sorted({model.dim_index(d) for d in dims})
+    if not out:
+        raise ConfigError("no latent dims to move")
+    return out
+
+
+def flip_latent(model: AttriVAEModel, z: np.ndarray, target_class: int, dims: Sequence[int],
+                p_target: float = 0.9, step: float = 0.05, max_steps: int = 400) -> np.ndarray:
+    """A latent code close to ``z`` (moving only ``dims``) that the classifier assigns to
+    ``target_class`` with probability ≥ ``p_target``: normalized gradient steps on
+    −log p(target | z). Needs no training data; the classifier is a tiny MLP, so this is fast.
+    """
+    net = model.network
+    idx = torch.as_tensor(list(dims), dtype=torch.long, device=model.device)
+    zt = torch.as_tensor(np.asarray(z, dtype=np.float32), device=model.device)[None].clone()
+    with torch.inference_mode(False), torch.enable_grad():
+        zt = zt.clone()
+        for _ in range(max_steps):
+            zt.requires_grad_(True)
+            logits = net.classify(zt)
+            logp = (torch.nn.functional.logsigmoid(logits if target_class == 1 else -logits) if logits.dim() == 1
+                    else torch.log_softmax(logits, dim=1)[:, target_class])
+            if float(logp.detach().exp()) >= p_target:
+                break
+            (grad,) = torch.autograd.grad(-logp.sum(), zt)
+            g = torch.zeros_like(grad)
+            g[:, idx] = grad[:, idx]
+            zt = (zt - step * g / g.norm().clamp_min(1e-12)).detach()
+    return zt.detach()[0].cpu().numpy()
+
+
+def counterfactual(model: AttriVAEModel, encoding: Encoding, *, target_class: int | str | None = None,
+                   dims: str | Sequence[Dim] = "relevant", values: Mapping[Dim, float] | None = None,
+                   units: str = "attribute", stats: ClassStatistics | None = None, method: str = "auto",
+                   min_effect: float = 0.5) -> Counterfactual:
+    """Move latent dims of an encoded image to a target, decode, and diff with the reconstruction.
+
+    Args:
+        model: the inference model.
+        encoding: the encoded image.
+        target_class: class (index or name) to move towards; default: the other class
+            (binary) or the runner-up (multiclass).
+        dims: which dims to move (ignored with ``values``).
+        values: explicit targets ``{dim or attribute name: value}`` in ``units``
+            (``"attribute"``: physical units via the calibration; ``"latent"``).
+        stats: class statistics (default: :func:`class_statistics` of the training split).
+        method: ``"class_mean"`` (move dims to the target class's training mean), ``"flip"``
+            (nearest latent classified as the target, :func:`flip_latent`) or ``"auto"``
+            (class mean if the training data or a cache is available, else flip).
+        min_effect: threshold for ``dims="relevant"``.
+
+    Returns:
+        :class:`Counterfactual` with volumes on the model grid.
+    """
+    z = np.asarray(encoding.mu, dtype=np.float32).copy()
+    z_cf = z.copy()
+    t_class: int | None = None
+    if values:
+        chosen = []
+        for dim, value in values.items():
+            k = model.dim_index(dim)
+            z_cf[k] = model.latent_values(k, [value], units)[0]
+            chosen.append(k)
+        dims_list, how = sorted(set(chosen)), "values"
+    else:
+        if not model.has_classifier:
+            raise ConfigError("this model has no classifier; give explicit attribute targets (values=...)")
+        t_class = _class_index(model, target_class) if target_class is not None else _other_class(model, encoding)
+        own = int(encoding.predicted_class)
+        if t_class == own and method != "flip":
+            own = _other_class(model, encoding)
+        if method not in ("auto", "class_mean", "flip"):
+            raise ConfigError(f"counterfactual method must be auto, class_mean or flip (got {method!r})")
+        if stats is None and method in ("auto", "class_mean"):
+            try:
+                stats = class_statistics(model)
+            except InputError:
+                if method == "class_mean":
+                    raise
+        if stats is not None and method in ("auto", "class_mean"):
+            dims_list = select_dims(model, dims, stats, own, t_class, min_effect)
+            z_cf[dims_list] = stats.means[t_class, dims_list]
+            how = "class_mean"
+        else:
+            if isinstance(dims, str) and dims == "relevant":
+                dims_list = list(range(model.latent_size))
+            else:
+                dims_list = select_dims(model, dims)
+            z_cf = flip_latent(model, z, t_class, dims_list)
+            how = "flip"
+    volumes = model.decode(np.stack([z, z_cf]))
+    probs = model.class_probabilities(np.stack([z, z_cf]))
+    attrs = model.predict_attributes(np.stack([z, z_cf]))
+    return Counterfactual(
+        z=z, z_cf=z_cf, dims=[int(d) for d in dims_list], target_class=t_class, method=how,
+        reconstruction=volumes[0], counterfactual=volumes[1], difference=volumes[1] - volumes[0],
+        probabilities=None if probs is None else probs[0], probabilities_cf=None if probs is None else probs[1],
+        attributes=None if attrs is None else attrs[0], attributes_cf=None if attrs is None else attrs[1])
+
+
+def _class_index(model: AttriVAEModel, target: int | str) -> int:
+    names = model.label_names
+    if isinstance(target, str) and target in names:
+        return names.index(target)
+    try:
+        k = int(target)
+    except (TypeError, ValueError):
+        raise ConfigError(f"unknown class {target!r}; classes: {', '.join(names)}") from None
+    if not 0 <= k < max(model.num_classes, 2):
+        raise ConfigError(f"class index {k} out of range; classes: {', '.join(names)}")
+    return k
+
+
+class LatentCounterfactual:
+    """Counterfactual explanation of an encoded image, captum style: one class, one verb.
+
+    Example::
+
+        cf = LatentCounterfactual(model).attribute(encoding, target=0)   # towards class 0
+        cf.difference                                                  # (N, N, N) model grid
+    """
+
+    def __init__(self, model: AttriVAEModel, *, dims: str | Sequence[Dim] = "relevant", method: str = "auto",
+                 min_effect: float = 0.5) -> None:
+        self.model = model
+        self.dims = dims
+        self.method = method
+        self.min_effect = min_effect
+
+    def attribute(self, encoding: Encoding, target: int | str | None = None,
+                  values: Mapping[Dim, float] | None = None, units: str = "attribute") -> Counterfactual:
+        """The counterfactual of ``encoding`` towards class ``target`` (default: the other class),
+        or towards explicit attribute ``values``; see :func:`counterfactual`."""
+        return counterfactual(self.model, encoding, target_class=target, dims=self.dims, values=values,
+                              units=units, method=self.method, min_effect=self.min_effect)

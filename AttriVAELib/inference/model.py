@@ -1,0 +1,665 @@
+"""Inference with a trained Attri-VAE: one object for Python, the CLI and the Slicer module.
+
+:class:`AttriVAEModel` wraps a checkpoint (network, preprocessing, attribute names, units and
+calibration, label names) and exposes what a user needs::
+
+    model = AttriVAEModel.load("runs/demo")                  # run folder or model.safetensors
+    enc = model.encode("subject.nii.gz")                     # Encoding: μ, log σ², p(class), attributes
+    recon = model.decode(enc.mu[None])                       # (1, N, N, N) in [0, 1]
+    vol = model.to_input_grid(recon[0], enc)                 # Volume on the input's exact geometry
+    frames = model.traverse(enc, "wall_thickness_mm", np.linspace(4, 12, 9), units="attribute")
+    live = model.decode(model.set_attribute(enc, "volume_ml", 120.0)[None], preview=True)  # slider
+
+Everything is deterministic: the network is in eval mode and the latent code used is μ (no
+sampling). Images of any size, spacing and orientation are accepted; the checkpoint's
+:class:`~AttriVAELib.data.preprocessing.PreprocessSpec` maps them into the model's N³ cube and the
+:class:`~AttriVAELib.data.preprocessing.GridMapping` kept in every :class:`Encoding` maps model-grid
+arrays (reconstructions, traversals, heatmaps) back.
+
+Latent vs attribute units: a regularized latent dim ``k`` is tied to attribute ``k``. Values
+for traversals may be given in latent units (``units="latent"``, the raw value of μ_k) or in
+the attribute's physical unit (``units="attribute"``, e.g. mm), which the stored monotone
+calibration (:class:`~AttriVAELib.nn.calibration.AttributeCalibration`) converts to latent values;
+physical values outside the calibrated (training) range are clamped to it.
+
+Shapes: latents ``(B, L)``; model-grid volumes ``(N, N, N)`` in (z, y, x) order.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence, Union
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from AttriVAELib.nn.calibration import AttributeCalibration
+from AttriVAELib.nn.checkpoint import checkpoint_paths, load_checkpoint, split_prefix
+from AttriVAELib.core.errors import CheckpointError, ConfigError, InputError
+from AttriVAELib.data.io import Volume, read_image, read_mask
+from AttriVAELib.nn.model import AttriVAE, ModelConfig, class_probabilities
+from AttriVAELib.data.preprocessing import GridMapping, Preprocessed, PreprocessSpec, preprocess, to_source_grid
+
+__all__ = ["AttriVAEModel", "Encoding", "ImageLike", "Dim"]
+
+#: An image given as a :class:`Volume` or a path to a readable 3D image.
+ImageLike = Union[Volume, str, os.PathLike]
+#: A latent dimension given by index or by the name of its regularized attribute.
+Dim = Union[int, str]
+
+_UNITS = ("latent", "attribute")
+
+
+@dataclass
+class Encoding:
+    """One image encoded by :meth:`AttriVAEModel.encode`.
+
+    Attributes:
+        mu: (L,) float32 posterior mean; the deterministic latent code.
+        logvar: (L,) float32 posterior log-variance.
+        probabilities: (C,) class probabilities (C = 2 for a binary head) or None.
+        attributes: (K,) estimates of the regularized attributes in their physical units
+            (from the stored calibration) or None when the checkpoint has no calibration.
+        mapping: model grid ↔ input grid (:func:`~AttriVAELib.data.preprocessing.to_source_grid`).
+        image: (N, N, N) float32 model input in [0, 1] (the preprocessed image).
+        mask: (N, N, N) uint8 mask on the model grid, or None.
+        attribute_names, attribute_units, label_names: copied from the model, so that the
+            encoding describes itself (:meth:`to_dict`).
+    """
+
+    mu: np.ndarray
+    logvar: np.ndarray
+    probabilities: np.ndarray | None
+    attributes: np.ndarray | None
+    mapping: GridMapping
+    image: np.ndarray
+    mask: np.ndarray | None = None
+    attribute_names: list[str] = field(default_factory=list)
+    attribute_units: list[str] = field(default_factory=list)
+    label_names: list[str] = field(default_factory=list)
+
+    @property
+    def latent(self) -> np.ndarray:
+        """(L,) the latent code used for decoding and explanations (= μ)."""
+        return self.mu
+
+    @property
+    def predicted_class(self) -> int | None:
+        return None if self.probabilities is None else int(np.argmax(self.probabilities))
+
+    @property
+    def predicted_label(self) -> str | None:
+        k = self.predicted_class
+        if k is None:
+            return None
+        return self.label_names[k] if k < len(self.label_names) else str(k)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready summary: regularized μ, attribute estimates with units, class probabilities."""
+        k = len(self.attribute_names)
+        out: dict[str, Any] = {
+            "latent_dim": int(self.mu.shape[0]),
+            "regularized": [
+                {"dim": i, "name": self.attribute_names[i], "unit": self.attribute_units[i],
+                 "mu": float(self.mu[i]), "sigma": float(np.exp(0.5 * self.logvar[i])),
+                 "estimate": None if self.attributes is None else float(self.attributes[i])}
+                for i in range(k)
+            ],
+            "mu": [float(v) for v in self.mu],
+            "logvar": [float(v) for v in self.logvar],
+        }
+        if self.probabilities is not None:
+            names = self.label_names or [str(i) for i in range(len(self.probabilities))]
+            out["probabilities"] = {str(n): float(p) for n, p in zip(names, self.probabilities)}
+            out["predicted_label"] = self.predicted_label
+        out["model_grid"] = {"size": self.mapping.model.size[0], "spacing_mm": self.mapping.spacing_mm}
+        return out
+
+
+def _fold_decoder(network: AttriVAE) -> nn.Module:
+    """An eval-only copy of the decoder with every BatchNorm folded into its convolution.
+
+    Exact up to float rounding; it removes six normalization passes over the large
+    high-resolution maps, which are a third of the decoding time on CPU.
+    """
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    decoder = copy.deepcopy(network.decoder).eval()
+    for block in decoder.children():
+        if hasattr(block, "bn") and isinstance(block.bn, nn.BatchNorm3d):
+            block.conv = fuse_conv_bn_eval(block.conv, block.bn, transpose=isinstance(block.conv, nn.ConvTranspose3d))
+            block.bn = nn.Identity()
+    for p in decoder.parameters():
+        p.requires_grad_(False)
+    return decoder
+
+
+class _OneDNNDecoder(nn.Module):
+    """The folded decoder on CPU through oneDNN's fused convolution + activation kernels.
+
+    PyTorch sends batch-1 3D convolutions with small inputs (every transposed conv below the
+    last one at 80³, most layers at 32³) to its native ``slow_conv3d`` kernels, 4–50× slower
+    than oneDNN, and runs each ReLU as a separate pass over the large maps.
+    ``torch.ops.mkldnn._convolution_pointwise`` / ``_convolution_transpose_pointwise`` (the
+    kernels ``torch.compile`` uses on CPU) always use oneDNN and fuse the ReLU. The sigmoid is
+    applied separately in float32: as a oneDNN post-op it cost 4–6 ms at 80³, as a torch op 0.3 ms.
+
+    ``forward`` takes the (B, 2, n, n, n) bottleneck in the dtype to compute in (float32 or
+    bfloat16) and returns the float32 sigmoid output (B, C, N, N, N).
+    """
+
+    def __init__(self, folded: nn.Module) -> None:
+        super().__init__()
+        self.specs: list[tuple[bool, list[int], list[int], list[int], str]] = []
+        weights: dict[str, Tensor] = {}
+        blocks = list(folded.children())
+        for i, block in enumerate(blocks):
+            conv = getattr(block, "conv", block)
+            transposed = isinstance(conv, nn.ConvTranspose3d)
+            attr = "relu" if hasattr(block, "conv") else "none"
+            self.specs.append((transposed, list(conv.stride), list(conv.padding),
+                               list(getattr(conv, "output_padding", (0, 0, 0))), attr))
+            weights[f"w{i}"] = conv.weight.detach().float().contiguous(memory_format=torch.channels_last_3d)
+            weights[f"b{i}"] = conv.bias.detach().float()
+        self._weights = {torch.float32: weights}
+
+    @classmethod
+    def build(cls, folded: nn.Module) -> "_OneDNNDecoder | None":
+        """The oneDNN decoder if these kernels exist and reproduce ``folded``, else None."""
+        ops = getattr(torch.ops, "mkldnn", None)
+        if not torch.backends.mkldnn.is_available() or ops is None:
+            return None
+        try:
+            decoder = cls(folded)
+            first = next(iter(folded.children()))
+            h = torch.randn(1, first.conv.in_channels, 2, 2, 2)
+            with torch.inference_mode():
+                ref = torch.sigmoid(folded(h))
+                ok = torch.allclose(decoder(h), ref, atol=1e-4)
+        except (RuntimeError, AttributeError, NotImplementedError, TypeError):
+            return None
+        return decoder if ok else None
+
+    @staticmethod
+    @functools.lru_cache(maxsize=1)
+    def bf16_capable() -> bool:
+        """Whether oneDNN has bf16 convolution kernels on this CPU (AVX-512 BW/VL/DQ or newer)."""
+        try:
+            return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        except (AttributeError, RuntimeError):
+            return False
+
+    def _params(self, dtype: torch.dtype) -> dict[str, Tensor]:
+        if dtype not in self._weights:
+            self._weights[dtype] = {k: v.to(dtype) for k, v in self._weights[torch.float32].items()}
+        return self._weights[dtype]
+
+    def forward(self, h: Tensor) -> Tensor:
+        ops = torch.ops.mkldnn
+        p = self._params(h.dtype)
+        h = h.contiguous(memory_format=torch.channels_last_3d)
+        dilation = [1, 1, 1]
+        for i, (transposed, stride, padding, output_padding, attr) in enumerate(self.specs):
+            w, b = p[f"w{i}"], p[f"b{i}"]
+            if transposed:
+                h = ops._convolution_transpose_pointwise(h, w, b, padding, output_padding, stride, dilation, 1,
+                                                         attr, [], "")
+            else:
+                h = ops._convolution_pointwise(h, w, b, padding, stride, dilation, 1, attr, [], "")
+        return torch.sigmoid(h.float())
+
+
+class AttriVAEModel:
+    """A trained Attri-VAE ready for inference (see the module docstring).
+
+    Args:
+        network: the network; put in eval mode, moved to ``device`` and its parameters frozen
+            (``requires_grad=False``; Grad-CAM and integrated gradients do not need them).
+        meta: the checkpoint metadata (``model_config``, ``preprocess``, ``attributes``,
+            ``labels``, optional ``calibration``, ``data``).
+        device: ``"auto"`` (first CUDA GPU, else CPU), ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or a
+            :class:`torch.device`.
+        source: the checkpoint's weights path (for caches next to it), if any.
+        fast_decode: decode through a BatchNorm-folded copy of the decoder (same values up to
+            float rounding): on CPU with oneDNN's fused convolution + activation kernels
+            (:class:`_OneDNNDecoder`), else in channels_last_3d.
+        bf16: decode everything in bf16 (emulated through autocast, and slow, on CPUs without
+            AVX-512, where oneDNN has no bf16 kernels). By default only ``decode(z, preview=True)`` uses bf16,
+            and only where it is native (CPUs with AVX-512-bf16/AMX, recent GPUs): ~1.9× faster
+            than fp32 at 80³ on a 2-core AVX-512-bf16 CPU (26 vs 50 ms), max error ~0.01 on the
+            [0, 1] output — for a live slider, not for saved volumes or metrics.
+    """
+
+    def __init__(self, network: AttriVAE, meta: Mapping[str, Any], *, device: str | torch.device = "auto",
+                 source: Path | None = None, fast_decode: bool = True, bf16: bool = False) -> None:
+        from AttriVAELib.nn.fastpath import select_device
+
+        self.device = device if isinstance(device, torch.device) else select_device(device)
+        self.network = network.to(self.device).eval()
+        self.meta = dict(meta)
+        self.source = source
+        self.config: ModelConfig = network.config
+        try:
+            self.spec = PreprocessSpec.from_dict(self.meta.get("preprocess") or {"size": self.config.input_size})
+        except ConfigError as exc:
+            raise CheckpointError(f"{source or 'checkpoint'}: invalid preprocessing settings ({exc})") from None
+        if self.spec.size != self.config.input_size:
+            raise CheckpointError(f"{source or 'checkpoint'}: preprocessing size {self.spec.size} differs from the "
+                                  f"model input size {self.config.input_size}")
+        attrs = self.meta.get("attributes") or {}
+        k = self.config.num_regularized
+        names = list(attrs.get("regularized") or list(attrs.get("names") or [])[:k])
+        if len(names) < k:
+            names += [f"dim_{i}" for i in range(len(names), k)]
+        self._attribute_names = names[:k]
+        all_names = list(attrs.get("names") or [])
+        all_units = list(attrs.get("units") or [])
+        unit_of = dict(zip(all_names, all_units))
+        if not unit_of:
+            from AttriVAELib.data.manifest import attribute_unit
+
+            unit_of = {n: attribute_unit(n) for n in names}
+        self._attribute_units = [str(unit_of.get(n, "")) for n in self._attribute_names]
+        self._label_names = [str(n) for n in (self.meta.get("labels") or {}).get("names") or []]
+        calib = self.meta.get("calibration")
+        self.calibration: AttributeCalibration | None = None
+        if calib and k:
+            try:
+                self.calibration = AttributeCalibration.from_dict(calib)
+            except (KeyError, TypeError, ValueError) as exc:
+                raise CheckpointError(f"{source or 'checkpoint'}: invalid attribute calibration ({exc})") from None
+            if len(self.calibration.names) != k:
+                raise CheckpointError(f"{source or 'checkpoint'}: calibration covers {len(self.calibration.names)} "
+                                      f"attributes, the model regularizes {k}")
+        self.fast_decode = bool(fast_decode)
+        self.bf16 = bool(bf16)
+        self._folded: nn.Module | None = None  # the folded decoder in plain torch (also the bf16 fallback)
+        self._decoder: nn.Module | None = None
+        self._cache: dict[str, Any] = {}
+        for p in self.network.parameters():
+            p.requires_grad_(False)
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def load(cls, location: str | os.PathLike, device: str | torch.device = "auto", *, name: str = "model",
+             verify: bool = True, **kwargs: Any) -> "AttriVAEModel":
+        """Load a checkpoint from a run folder (``RUN/model.safetensors``) or a weights/metadata file.
+
+        Raises:
+            CheckpointError: missing, unreadable, tampered (checksum) or incompatible checkpoint.
+            ConfigError: the requested device is not available.
+        """
+        location = Path(location)
+        if not location.exists():
+            raise CheckpointError(f"{location}: model not found (give a run folder or a model.safetensors file)")
+        tensors, meta = load_checkpoint(location, name=name, verify=verify, device="cpu")
+        weights, _ = checkpoint_paths(location, name)
+        if "model_config" not in meta:
+            raise CheckpointError(f"{weights}: checkpoint has no model configuration")
+        try:
+            config = ModelConfig.from_dict(meta["model_config"])
+        except ConfigError as exc:
+            raise CheckpointError(f"{weights}: invalid model configuration ({exc})") from None
+        network = AttriVAE(config)
+        state = split_prefix(tensors, "model") or dict(tensors)
+        try:
+            network.load_state_dict(state)
+        except RuntimeError as exc:
+            first = str(exc).strip().splitlines()
+            detail = " ".join(line.strip() for line in first[:2])[:200]
+            raise CheckpointError(f"{weights}: weights do not fit the model configuration ({detail})") from None
+        return cls(network, meta, device=device, source=weights, **kwargs)
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def input_size(self) -> int:
+        """N: the model cube is N×N×N voxels."""
+        return self.config.input_size
+
+    @property
+    def latent_size(self) -> int:
+        """L: size of the latent code."""
+        return self.config.latent_dim
+
+    @property
+    def num_regularized(self) -> int:
+        """K: latent dims 0..K-1 are tied to the attributes :attr:`attribute_names`."""
+        return self.config.num_regularized
+
+    @property
+    def regularized_dims(self) -> list[int]:
+        return list(range(self.config.num_regularized))
+
+    @property
+    def attribute_names(self) -> list[str]:
+        """Names of the K regularized attributes (dim k ↔ attribute k)."""
+        return list(self._attribute_names)
+
+    @property
+    def attribute_units(self) -> list[str]:
+        return list(self._attribute_units)
+
+    @property
+    def label_names(self) -> list[str]:
+        return list(self._label_names)
+
+    @property
+    def has_classifier(self) -> bool:
+        return self.network.has_classifier
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes (2 for a binary head), 0 without a classifier."""
+        return self.config.num_classes if self.network.has_classifier else 0
+
+    def dim_index(self, dim: Dim) -> int:
+        """A latent dim index from an index or a regularized attribute's name.
+
+        Raises:
+            ConfigError: unknown name or index out of range.
+        """
+        if isinstance(dim, (int, np.integer)) and not isinstance(dim, bool):
+            if not 0 <= int(dim) < self.latent_size:
+                raise ConfigError(f"latent dim {dim} is out of range 0..{self.latent_size - 1}")
+            return int(dim)
+        text = str(dim).strip()
+        if text in self._attribute_names:
+            return self._attribute_names.index(text)
+        if text.lstrip("-").isdigit():
+            return self.dim_index(int(text))
+        known = ", ".join(self._attribute_names) or "none"
+        raise ConfigError(f"unknown attribute {text!r}; regularized attributes: {known} (or a dim index "
+                          f"0..{self.latent_size - 1})")
+
+    # ------------------------------------------------------------------ preprocessing
+    def preprocess(self, image: ImageLike, mask: ImageLike | None = None) -> Preprocessed:
+        """Read (if a path) and preprocess an image into the model cube with the checkpoint's spec.
+
+        A mask is optional unless the spec crops to it or applies it; giving one to a model
+        that does not use it is harmless (it is carried along on the model grid).
+        """
+        where = str(image) if not isinstance(image, Volume) else "image"
+        volume = _as_volume(image)
+        mask_volume = None
+        if mask is not None:
+            mask_volume = mask if isinstance(mask, Volume) else read_mask(mask, reference=volume.geometry)
+            if mask_volume.array.ndim != 3:
+                raise InputError(f"{mask}: mask must be a 3D volume")
+        if self.spec.needs_mask and mask_volume is None:
+            option = "crop_to_mask" if self.spec.crop_to_mask else "apply_mask"
+            raise InputError(f"{where}: this model's preprocessing ({option}) needs a mask; pass one (--mask)")
+        try:
+            return preprocess(volume, self.spec, mask_volume)
+        except InputError as exc:
+            raise InputError(f"{where}: {exc}") from None
+
+    # ------------------------------------------------------------------ encode
+    def _to_input_tensor(self, images: np.ndarray | Tensor) -> Tensor:
+        x = torch.as_tensor(images, dtype=torch.float32)
+        if x.dim() == 3:
+            x = x[None]
+        if x.dim() == 4:
+            x = x[:, None]
+        n = self.input_size
+        if x.dim() != 5 or tuple(x.shape[1:]) != (self.config.in_channels, n, n, n):
+            raise InputError(f"model-grid input must be (B, {n}, {n}, {n}), got {tuple(x.shape)}")
+        return x.to(device=self.device, dtype=self.dtype)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The network's parameter dtype (float32 normally); inputs are cast to it."""
+        return next(self.network.parameters()).dtype
+
+    @torch.inference_mode()
+    def encode_arrays(self, images: np.ndarray | Tensor) -> dict[str, np.ndarray | None]:
+        """Encode preprocessed model-grid images (B, N, N, N) in [0, 1].
+
+        Returns:
+            ``mu`` (B, L), ``logvar`` (B, L), ``probabilities`` (B, C) or None,
+            ``attributes`` (B, K) in physical units or None.
+        """
+        x = self._to_input_tensor(images)
+        mu, logvar = self.network.encode(x)
+        return {"mu": mu.float().cpu().numpy(), "logvar": logvar.float().cpu().numpy(),
+                "probabilities": self._probabilities(mu), "attributes": self.predict_attributes(mu)}
+
+    def encode(self, image: ImageLike, mask: ImageLike | None = None) -> Encoding:
+        """Encode one image (a :class:`Volume` or a path) of any size, spacing and orientation.
+
+        Raises:
+            InputError: missing, unreadable or non-3D image; a mask that is empty, off the
+                image, or required by the model and missing.
+        """
+        return self.encode_batch([image], None if mask is None else [mask])[0]
+
+    def encode_batch(self, images: Sequence[ImageLike], masks: Sequence[ImageLike | None] | None = None,
+                     batch_size: int = 16) -> list[Encoding]:
+        """Encode several images; the network runs on batches of ``batch_size``."""
+        if masks is not None and len(masks) != len(images):
+            raise InputError(f"{len(images)} images but {len(masks)} masks")
+        pres = [self.preprocess(img, None if masks is None else masks[i]) for i, img in enumerate(images)]
+        out: list[Encoding] = []
+        for start in range(0, len(pres), max(1, int(batch_size))):
+            chunk = pres[start:start + batch_size]
+            res = self.encode_arrays(np.stack([p.image for p in chunk]))
+            for j, pre in enumerate(chunk):
+                out.append(Encoding(
+                    mu=res["mu"][j], logvar=res["logvar"][j],
+                    probabilities=None if res["probabilities"] is None else res["probabilities"][j],
+                    attributes=None if res["attributes"] is None else res["attributes"][j],
+                    mapping=pre.mapping, image=pre.image, mask=pre.mask,
+                    attribute_names=self.attribute_names, attribute_units=self.attribute_units,
+                    label_names=self.label_names))
+        return out
+
+    # ------------------------------------------------------------------ latent heads
+    def _latent_tensor(self, z: np.ndarray | Tensor | Sequence[float]) -> Tensor:
+        t = torch.as_tensor(np.asarray(z) if not isinstance(z, Tensor) else z, dtype=torch.float32)
+        if t.dim() == 1:
+            t = t[None]
+        if t.dim() != 2 or t.shape[1] != self.latent_size:
+            raise InputError(f"latent codes must be (B, {self.latent_size}), got {tuple(t.shape)}")
+        if not torch.isfinite(t).all():
+            raise InputError("latent codes contain NaN or infinite values")
+        return t.to(device=self.device, dtype=self.dtype)
+
+    @torch.inference_mode()
+    def _probabilities(self, z: Tensor) -> np.ndarray | None:
+
+        logits = self.network.classify(z.to(self.dtype))
+        return None if logits is None else class_probabilities(logits.float()).cpu().numpy()
+
+    def class_probabilities(self, z: np.ndarray | Tensor) -> np.ndarray | None:
+        """(B, L) latents → (B, C) class probabilities (one (L,) → (C,)); None without a classifier."""
+        probs = self._probabilities(self._latent_tensor(z))
+        return probs[0] if probs is not None and np.ndim(z) == 1 else probs
+
+    def predict_attributes(self, z: np.ndarray | Tensor) -> np.ndarray | None:
+        """(B, L) latents → (B, K) attribute estimates in physical units (one (L,) → (K,));
+        None without calibration."""
+        if self.calibration is None:
+            return None
+        if isinstance(z, Tensor):
+            z = z.detach().float().cpu().numpy()
+        z = np.asarray(z, dtype=np.float64)
+        out = self.calibration.predict(np.atleast_2d(z)[:, :self.num_regularized])
+        return out[0] if z.ndim == 1 else out
+
+    # ------------------------------------------------------------------ decode
+    def _decoder_module(self) -> nn.Module:
+        """The decoder convolutions used by :meth:`decode` (built on first use)."""
+        if self._decoder is None:
+            if not self.fast_decode:
+                self._decoder = self.network.decoder
+            else:
+                folded = _fold_decoder(self.network)
+                self._folded = folded.to(memory_format=torch.channels_last_3d)
+                decoder: nn.Module | None = None
+                if self.device.type == "cpu":
+                    decoder = _OneDNNDecoder.build(folded)
+                self._decoder = decoder if decoder is not None else self._folded
+        return self._decoder
+
+    def decode_tensor(self, z: Tensor, preview: bool = False) -> Tensor:
+        """(B, L) tensor → (B, N, N, N) float32 tensor in [0, 1] on :attr:`device` (no grad)."""
+        z = self._latent_tensor(z)
+        net = self.network
+        decoder = self._decoder_module()
+        use_bf16 = self._use_bf16(preview)
+        if use_bf16 and isinstance(decoder, _OneDNNDecoder) and not _OneDNNDecoder.bf16_capable():
+            decoder = self._folded  # oneDNN refuses bf16 without AVX-512; autocast emulates it
+        with torch.inference_mode():
+            if isinstance(decoder, _OneDNNDecoder):
+                h = net.decoder_fc(z).view(z.shape[0], *net._bottleneck_shape)
+                out = decoder(h.to(torch.bfloat16 if use_bf16 else h.dtype))
+            else:
+                with self._autocast(use_bf16):
+                    h = net.decoder_fc(z).view(z.shape[0], *net._bottleneck_shape)
+                    if self.fast_decode:
+                        h = h.contiguous(memory_format=torch.channels_last_3d)
+                    out = torch.sigmoid(decoder(h))
+        return out[:, 0].float().contiguous()
+
+    def decode(self, z: np.ndarray | Tensor | Sequence[float], *, preview: bool = False) -> np.ndarray | Tensor:
+        """Decode latent codes (B, L) (or one (L,)) → (B, N, N, N) in [0, 1], in ONE batch.
+
+        Returns a numpy array for numpy input and a tensor (on the input's device) for tensor
+        input. ``preview=True``: bf16 where it is native (see the class docstring), for
+        interactive display.
+        """
+        if isinstance(z, Tensor):
+            return self.decode_tensor(z, preview).to(z.device)
+        return self.decode_tensor(torch.as_tensor(np.asarray(z, dtype=np.float32)), preview).cpu().numpy()
+
+    def _use_bf16(self, preview: bool) -> bool:
+        from AttriVAELib.nn.fastpath import bf16_supported
+
+        return self.device.type in ("cpu", "cuda") and (self.bf16 or (preview and bf16_supported(self.device)))
+
+    def _autocast(self, enabled: bool):
+        from contextlib import nullcontext
+
+        if enabled:
+            return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+        return nullcontext()
+
+    def reconstruct(self, encoding: Encoding) -> np.ndarray:
+        """(N, N, N) reconstruction of an encoded image (decode of μ)."""
+        return self.decode(encoding.mu[None])[0]
+
+    def to_input_grid(self, array: np.ndarray | Tensor, encoding: Encoding, interpolator: str = "linear",
+                      rescale: bool = False) -> Volume:
+        """A model-grid array (N, N, N) as a :class:`Volume` with the input image's exact geometry.
+
+        ``rescale=True`` maps [0, 1] intensities back to the input's intensity range (for
+        reconstructions); heatmaps are mapped as they are. Input voxels outside the model
+        cube are 0.
+        """
+        if isinstance(array, Tensor):
+            array = array.detach().float().cpu().numpy()
+        return to_source_grid(np.asarray(array), encoding.mapping, interpolator, rescale=rescale)
+
+    # ------------------------------------------------------------------ attributes ↔ latents
+    def latent_for_attribute(self, dim: Dim, value: float) -> float:
+        """The latent value of regularized dim ``dim`` whose calibrated attribute is ``value``.
+
+        Raises:
+            ConfigError: ``dim`` is not a regularized dim or the checkpoint has no calibration.
+        """
+        k = self.dim_index(dim)
+        if k >= self.num_regularized:
+            raise ConfigError(f"latent dim {k} is not tied to an attribute; give values in latent units")
+        if self.calibration is None:
+            raise ConfigError("this checkpoint has no attribute calibration; give values in latent units")
+        return float(self.calibration.latent_for(k, float(value)))
+
+    def latent_values(self, dim: Dim, values: Iterable[float] | np.ndarray, units: str = "latent") -> np.ndarray:
+        """Values for dim ``dim`` in latent units (``units="attribute"``: converted by the calibration)."""
+        if units not in _UNITS:
+            raise ConfigError(f"units must be one of {', '.join(_UNITS)} (got {units!r})")
+        values = np.atleast_1d(np.asarray(values, dtype=np.float64))
+        if values.ndim != 1 or values.size == 0:
+            raise ConfigError("traversal values must be a non-empty 1-D sequence")
+        if not np.isfinite(values).all():
+            raise ConfigError("traversal values must be finite")
+        if units == "latent":
+            self.dim_index(dim)
+            return values
+        return np.array([self.latent_for_attribute(dim, v) for v in values])
+
+    def set_attribute(self, encoding: Encoding | np.ndarray, name: Dim, value: float,
+                      units: str = "attribute") -> np.ndarray:
+        """A copy (L,) of the encoding's latent code with dim ``name`` set to ``value``.
+
+        ``units="attribute"`` (default): ``value`` is in the attribute's physical unit and is
+        converted with the calibration (``calibration.latent_for``); ``"latent"``: raw latent value.
+        """
+        z = np.array(encoding.mu if isinstance(encoding, Encoding) else encoding, dtype=np.float32).reshape(-1)
+        k = self.dim_index(name)
+        z[k] = self.latent_values(k, [value], units)[0]
+        return z
+
+    def traversal_latents(self, encoding: Encoding | np.ndarray, dim: Dim, values: Iterable[float] | np.ndarray,
+                          units: str = "latent") -> np.ndarray:
+        """(S, L) copies of μ with dim ``dim`` swept over ``values``."""
+        base = np.asarray(encoding.mu if isinstance(encoding, Encoding) else encoding, dtype=np.float32).reshape(-1)
+        k = self.dim_index(dim)
+        latent = self.latent_values(k, values, units)
+        z = np.repeat(base[None], len(latent), axis=0)
+        z[:, k] = latent
+        return z
+
+    def traverse(self, encoding: Encoding | np.ndarray, dim: Dim, values: Iterable[float] | np.ndarray,
+                 units: str = "latent", *, preview: bool = False) -> np.ndarray:
+        """Decode μ with dim ``dim`` swept over ``values`` (S,) → (S, N, N, N), in one batch."""
+        return self.decode(self.traversal_latents(encoding, dim, values, units), preview=preview)
+
+    def traverse_grid(self, encoding: Encoding | np.ndarray, dim_a: Dim, values_a: Iterable[float] | np.ndarray,
+                      dim_b: Dim, values_b: Iterable[float] | np.ndarray, units: str = "latent", *,
+                      preview: bool = False) -> np.ndarray:
+        """Two dims on a grid → (Sa, Sb, N, N, N), decoded in one batch."""
+        a, b = self.dim_index(dim_a), self.dim_index(dim_b)
+        if a == b:
+            raise ConfigError(f"traverse_grid needs two different dims (got {a} twice)")
+        za = self.traversal_latents(encoding, a, values_a, units)  # (Sa, L)
+        vb = self.latent_values(b, values_b, units)
+        z = np.repeat(za[:, None], len(vb), axis=1)  # (Sa, Sb, L)
+        z[:, :, b] = vb[None, :]
+        n = self.input_size
+        return self.decode(z.reshape(-1, self.latent_size), preview=preview).reshape(len(za), len(vb), n, n, n)
+
+    # ------------------------------------------------------------------ misc
+    @property
+    def run_dir(self) -> Path | None:
+        """The folder holding the checkpoint, if loaded from disk."""
+        return None if self.source is None else self.source.parent
+
+    def describe(self) -> str:
+        from AttriVAELib.nn.fastpath import describe_device
+
+        attrs = ", ".join(f"{n} ({u})" if u else n for n, u in zip(self.attribute_names, self.attribute_units))
+        head = "no classifier"
+        if self.has_classifier:
+            head = f"{self.num_classes}-class classifier ({', '.join(self.label_names)})"
+        return (f"Attri-VAE {self.input_size}³, latent {self.latent_size}, K={self.num_regularized} [{attrs}], "
+                f"{head}; {describe_device(self.device)}")
+
+    def __repr__(self) -> str:
+        return f"AttriVAEModel(source={str(self.source)!r}, N={self.input_size}, L={self.latent_size}, " \
+               f"K={self.num_regularized}, device={self.device})"
+
+
+def _as_volume(image: ImageLike) -> Volume:
+    if isinstance(image, Volume):
+        array = np.asarray(image.array)
+        if array.ndim != 3:
+            raise InputError(f"image must be a 3D volume, got an array of shape {array.shape}")
+        if not np.isfinite(array).all():
+            raise InputError(f"image has {int((~np.isfinite(array)).sum())} NaN or infinite voxels")
+        return image
+    return read_image(image)

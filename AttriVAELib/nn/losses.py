@@ -1,0 +1,274 @@
+"""Attri-VAE losses: reconstruction, β-weighted KL, attribute regularization, classification, L1.
+
+All terms are computed in float32, even when the forward pass ran under bf16 autocast.
+
+``total = reconstruction + kl + ar + reencoded_ar + classification + l1`` (+ ``measured``, which
+the trainer adds) where
+
+- ``reconstruction``: SSE (or summed BCE) per sample, mean over the batch;
+- ``kl``: ``β_t·|KL − C|`` with ``β_t`` linearly warmed up from 0 over ``kl_warmup_steps``;
+- ``ar``: ``γ·Σ_k L_k``, the AR-VAE sign loss on latent dims 0..K-1 (Pati & Lerch 2020);
+- ``reencoded_ar``: ``γ_r·Σ_k L_k`` of the same sign loss on the *reconstruction* encoded again
+  with frozen encoder weights (``recon_mu``; off by default): the decoder must draw each attribute
+  so that the encoder, trained on real images only, reads it back in the right order;
+- ``measured``: ``λ_m·`` the measured-thickness loss of :mod:`AttriVAELib.cohorts.brain.loss` (brain
+  cohorts; off by default), added by the trainer, which holds its calibration;
+- ``classification``: ``α·`` BCE-with-logits (binary) or cross-entropy (multiclass);
+- ``l1``: ``λ·Σ|θ|`` over the model's parameters.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from AttriVAELib.core.errors import ConfigError
+from AttriVAELib.nn.model import config_from_dict
+
+__all__ = [
+    "LossConfig",
+    "AttriVAELoss",
+    "kl_divergence",
+    "reconstruction_loss",
+    "attribute_regularization",
+    "classification_loss",
+    "l1_penalty",
+    "RECONSTRUCTION_KINDS",
+    "IGNORE_LABEL",
+]
+
+RECONSTRUCTION_KINDS = ("sse", "bce")
+#: Label value meaning "unknown": such samples do not enter the classification loss.
+IGNORE_LABEL = -1
+
+
+@dataclass
+class LossConfig:
+    """Weights of the Attri-VAE loss terms (defaults: the paper's γ 200, δ 10, β 2, α 1)."""
+
+    reconstruction: str = "sse"  # "sse" or "bce", summed per sample, mean over the batch
+    beta: float = 2.0
+    capacity: float = 0.0  # C in β·|KL − C|
+    kl_warmup_steps: int = 0  # β ramps linearly from 0 over this many optimizer steps
+    gamma: float = 200.0  # attribute regularization weight
+    delta: float = 10.0  # tanh sharpness of the AR loss
+    reencoded_gamma: float = 0.0  # AR loss on the reconstruction re-encoded by the frozen encoder
+    measured_gamma: float = 0.0  # measured-thickness loss on decoded brains (AttriVAELib.cohorts.brain.loss)
+    alpha: float = 1.0  # classification weight
+    class_weights: list[float] | None = None  # per class (binary: [w_neg, w_pos])
+    l1: float = 0.0  # L1 weight penalty (reference code: 5e-5)
+
+    def validate(self) -> "LossConfig":
+        def fail(msg: str) -> None:
+            raise ConfigError(f"loss.{msg}")
+
+        if self.reconstruction not in RECONSTRUCTION_KINDS:
+            fail(f"reconstruction must be one of {', '.join(RECONSTRUCTION_KINDS)}, got {self.reconstruction!r}")
+        for name in ("beta", "capacity", "gamma", "reencoded_gamma", "measured_gamma", "alpha", "l1"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                fail(f"{name} must be a non-negative number, got {value}")
+        if not (math.isfinite(self.delta) and self.delta > 0):
+            fail(f"delta must be a positive number, got {self.delta}")
+        if self.kl_warmup_steps < 0:
+            fail(f"kl_warmup_steps must be >= 0, got {self.kl_warmup_steps}")
+        if self.class_weights is not None:
+            if len(self.class_weights) < 2:
+                fail(f"class_weights needs one weight per class (at least 2), got {self.class_weights}")
+            if any(not (math.isfinite(w) and w > 0) for w in self.class_weights):
+                fail(f"class_weights must be positive numbers, got {self.class_weights}")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> "LossConfig":
+        return config_from_dict(cls, data, "loss")
+
+    def beta_at(self, step: int) -> float:
+        """β after ``step`` optimizer steps (linear warm-up from 0, then constant)."""
+        if self.kl_warmup_steps <= 0:
+            return self.beta
+        return self.beta * min(1.0, max(0, step) / self.kl_warmup_steps)
+
+
+# --------------------------------------------------------------------------- terms
+def kl_divergence(mu: Tensor, logvar: Tensor) -> Tensor:
+    """KL(N(mu, exp(logvar)) ‖ N(0, I)) summed over dims, mean over the batch.
+
+    mu, logvar: (B, L) → scalar, float32.
+    """
+    mu, logvar = mu.float(), logvar.float()
+    kl = -0.5 * (1.0 + logvar - mu.pow(2) - logvar.exp())
+    return kl.sum(dim=1).mean()
+
+
+def reconstruction_loss(recon: Tensor, x: Tensor, kind: str = "sse", logits: Tensor | None = None) -> Tensor:
+    """Per-sample sum over voxels (and channels), mean over the batch; float32 scalar.
+
+    recon, x: (B, C, D, H, W), recon in [0, 1]. ``kind="bce"`` uses ``logits`` (pre-sigmoid
+    recon, same shape) when given, which is exact and stable; otherwise clamped probabilities.
+    """
+    if recon.shape != x.shape:
+        raise ValueError(f"reconstruction shape {tuple(recon.shape)} differs from input {tuple(x.shape)}")
+    x = x.float()
+    if kind == "sse":
+        per_voxel = (recon.float() - x).pow(2)
+    elif kind == "bce":
+        if logits is not None:
+            per_voxel = F.binary_cross_entropy_with_logits(logits.float(), x, reduction="none")
+        else:
+            eps = 1e-7
+            per_voxel = F.binary_cross_entropy(recon.float().clamp(eps, 1 - eps), x, reduction="none")
+    else:
+        raise ConfigError(f"loss.reconstruction must be one of {', '.join(RECONSTRUCTION_KINDS)}, got {kind!r}")
+    return per_voxel.reshape(per_voxel.shape[0], -1).sum(dim=1).mean()
+
+
+def attribute_regularization(z_reg: Tensor, attributes: Tensor, delta: float = 10.0) -> Tensor:
+    """AR-VAE sign loss per attribute, vectorized over K.
+
+    L_k = mean over all B×B pairs (i, j) of |tanh(δ·(z_ik − z_jk)) − sign(a_ik − a_jk)|.
+
+    z_reg: (B, K) regularized latent dims; attributes: (B, K). Returns (K,) float32.
+    A NaN attribute (missing value) removes the pairs involving it from that attribute's mean.
+    """
+    if z_reg.dim() != 2 or z_reg.shape != attributes.shape:
+        raise ValueError(f"z_reg {tuple(z_reg.shape)} and attributes {tuple(attributes.shape)} must both be (B, K)")
+    z = z_reg.float()
+    a = attributes.to(device=z.device, dtype=torch.float32)
+    dz = z.unsqueeze(1) - z.unsqueeze(0)  # (B, B, K): z_ik - z_jk
+    valid = torch.isfinite(a)
+    if bool(valid.all()):
+        da = a.unsqueeze(1) - a.unsqueeze(0)
+        return (torch.tanh(delta * dz) - torch.sign(da)).abs().mean(dim=(0, 1))
+    a = torch.where(valid, a, torch.zeros_like(a))
+    da = a.unsqueeze(1) - a.unsqueeze(0)
+    pair_valid = (valid.unsqueeze(1) & valid.unsqueeze(0)).float()
+    diff = (torch.tanh(delta * dz) - torch.sign(da)).abs() * pair_valid
+    return diff.sum(dim=(0, 1)) / pair_valid.sum(dim=(0, 1)).clamp_min(1.0)
+
+
+def classification_loss(
+    logits: Tensor, labels: Tensor, class_weights: Sequence[float] | Tensor | None = None
+) -> Tensor:
+    """BCE-with-logits (logits (B,) or (B, 1), labels 0/1) or cross-entropy (logits (B, C)).
+
+    Labels equal to -1 are ignored. With ``class_weights`` w, sample i weighs w[label_i] and
+    the loss is Σ w·ℓ / Σ w over kept samples (the convention of ``nn.CrossEntropyLoss``).
+    Returns a float32 scalar; 0 (still attached to the graph) when every label is ignored.
+    """
+    logits = logits.float()
+    labels = labels.to(logits.device)
+    if logits.dim() == 2 and logits.shape[1] == 1:
+        logits = logits.squeeze(1)
+    binary = logits.dim() == 1
+    num_classes = 2 if binary else logits.shape[1]
+    labels = labels.reshape(-1).long()
+    if labels.shape[0] != logits.shape[0]:
+        raise ValueError(f"{labels.shape[0]} labels for {logits.shape[0]} logits")
+    keep = labels != IGNORE_LABEL
+    if bool(((labels[keep] < 0) | (labels[keep] >= num_classes)).any()):
+        raise ValueError(f"labels must be in 0..{num_classes - 1} or {IGNORE_LABEL} (unknown), got {sorted(set(labels.tolist()))}")
+    weight = None
+    if class_weights is not None:
+        weight = torch.as_tensor(class_weights, dtype=torch.float32, device=logits.device).reshape(-1)
+        if weight.numel() != num_classes:
+            raise ConfigError(f"loss.class_weights has {weight.numel()} weights for {num_classes} classes")
+    if not bool(keep.any()):
+        return logits.sum() * 0.0
+    logits, labels = logits[keep], labels[keep]
+    if binary:
+        per_sample = F.binary_cross_entropy_with_logits(logits, labels.float(), reduction="none")
+    else:
+        per_sample = F.cross_entropy(logits, labels, reduction="none")
+    if weight is None:
+        return per_sample.mean()
+    w = weight[labels]
+    return (w * per_sample).sum() / w.sum()
+
+
+def l1_penalty(model: nn.Module) -> Tensor:
+    """Σ|θ| over the model's trainable parameters (float32 scalar)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        return torch.zeros(())
+    return torch.stack([p.float().abs().sum() for p in params]).sum()
+
+
+# --------------------------------------------------------------------------- combined
+class AttriVAELoss:
+    """The full objective; ``__call__`` returns every term separately for logging.
+
+    Keys: ``total``, ``reconstruction``, ``kl`` (β_t·|KL − C|), ``ar`` (γ·Σ_k L_k), ``reencoded_ar``,
+    ``classification`` (α·CE), ``l1`` (λ·Σ|θ|) with ``total`` their sum, plus diagnostics
+    ``kl_raw`` (KL in nats), ``ar_per_attribute`` ((K,) unweighted L_k) and ``beta`` (β_t).
+    Terms that are off (weight 0, or no attributes / labels / logits / model) are 0.
+    """
+
+    def __init__(self, config: LossConfig | None = None) -> None:
+        self.config = (config or LossConfig()).validate()
+
+    def __call__(
+        self,
+        outputs: Mapping[str, Tensor],
+        x: Tensor,
+        attributes: Tensor | None = None,
+        labels: Tensor | None = None,
+        model: nn.Module | None = None,
+        step: int = 0,
+    ) -> dict[str, Tensor]:
+        cfg = self.config
+        device = outputs["mu"].device
+        zero = torch.zeros((), device=device)
+        # Autocast off: every term below is computed in float32 from up-cast inputs.
+        with torch.autocast(device_type=device.type, enabled=False):
+            recon = reconstruction_loss(outputs["recon"], x, cfg.reconstruction, outputs.get("recon_logits"))
+            kl_raw = kl_divergence(outputs["mu"], outputs["logvar"])
+            beta = cfg.beta_at(step)
+            kl = beta * (kl_raw - cfg.capacity).abs() if beta > 0 else zero
+
+            ar, ar_per, reencoded = zero, torch.zeros(0, device=device), zero
+            if attributes is not None and attributes.numel() and attributes.shape[-1] > 0:
+                z = outputs["z"]
+                k = attributes.shape[1]
+                if k > z.shape[1]:
+                    raise ConfigError(f"{k} attributes but only {z.shape[1]} latent dimensions")
+                ar_per = attribute_regularization(z[:, :k], attributes, cfg.delta)
+                if cfg.gamma > 0:
+                    ar = cfg.gamma * ar_per.sum()
+                if cfg.reencoded_gamma > 0 and "recon_mu" in outputs:
+                    reencoded = cfg.reencoded_gamma * attribute_regularization(
+                        outputs["recon_mu"][:, :k].float(), attributes, cfg.delta).sum()
+
+            cls = zero
+            logits = outputs.get("logits")
+            if cfg.alpha > 0 and logits is not None and labels is not None:
+                cls = cfg.alpha * classification_loss(logits, labels, cfg.class_weights)
+
+            l1 = zero
+            if cfg.l1 > 0:
+                if model is None:
+                    raise ConfigError("loss.l1 > 0 needs the model passed to the loss")
+                l1 = cfg.l1 * l1_penalty(model).to(device)
+
+            total = recon + kl + ar + reencoded + cls + l1
+        return {
+            "total": total,
+            "reconstruction": recon,
+            "kl": kl,
+            "ar": ar,
+            "reencoded_ar": reencoded,
+            "classification": cls,
+            "l1": l1,
+            "kl_raw": kl_raw,
+            "ar_per_attribute": ar_per,
+            "beta": torch.tensor(beta, device=device),
+        }

@@ -1,0 +1,710 @@
+"""Training: single process, or distributed with ``torchrun -m AttriVAELib.train.trainer``.
+
+A run folder holds::
+
+    config.yaml            resolved configuration
+    run.json               data location and attribute/label names (written first)
+    model.safetensors/.json  best model on the validation split (never the test split)
+    last.safetensors/.json   resumable state: weights, optimizer, epoch, history
+    metrics.csv            one row per epoch; tensorboard/ event files
+    heldout.json           test-split summary written at the end
+
+Every epoch draws its randomness (shuffling, dropout, sampling, augmentation) from
+``(seed, epoch)``, so a run resumed from its last completed epoch ends with the same
+weights as an uninterrupted one on CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import io
+import json
+import math
+import os
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from AttriVAELib.core import atomic
+from AttriVAELib.nn.checkpoint import (load_checkpoint, optimizer_from_tensors, optimizer_to_tensors, save_checkpoint,
+                                    split_prefix)
+from AttriVAELib.cohorts.registry import cohort_for
+from AttriVAELib.train.config import dump_yaml, load_yaml, resolve_config
+from AttriVAELib.core.errors import CheckpointError, ConfigError, TrainingError
+from AttriVAELib.nn.model import class_probabilities
+from AttriVAELib.data.manifest import AttributeScaler, attribute_unit, load_manifest, load_split
+
+LOSS_TERMS = ("total", "reconstruction", "kl", "ar", "reencoded_ar", "measured", "classification", "l1")
+
+
+@dataclass
+class DistContext:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device_request: str) -> DistContext:
+    """Join the process group when launched by torchrun (WORLD_SIZE > 1)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistContext()
+    if not dist.is_initialized():
+        use_cuda = device_request != "cpu" and torch.cuda.is_available()
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    return DistContext(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def _epoch_seed(seed: int, epoch: int) -> int:
+    return (int(seed) * 1_000_003 + int(epoch) * 7919) % (2**31 - 1)
+
+
+def _log(msg: str, ctx: DistContext) -> None:
+    if ctx.is_main:
+        print(msg, file=sys.stderr, flush=True)
+
+
+def learning_rate(optim: Mapping[str, Any], step: int, total_steps: int) -> float:
+    """The learning rate of optimizer step ``step`` (0-based) of ``total_steps``.
+
+    ``constant``: ``lr``. ``cosine``: from ``lr`` at step 0 down to ``lr_min`` at the last step
+    (half a cosine period), a function of the step alone, so a resumed run needs no extra state.
+    """
+    lr = float(optim["lr"])
+    if optim.get("lr_schedule", "constant") == "constant" or total_steps <= 1:
+        return lr
+    lr_min = float(optim.get("lr_min", 0.0))
+    progress = min(max(step, 0), total_steps - 1) / (total_steps - 1)
+    return lr_min + 0.5 * (lr - lr_min) * (1.0 + math.cos(math.pi * progress))
+
+
+def state_digest(model: torch.nn.Module) -> str:
+    """SHA-256 over the model's parameters and buffers (to compare ranks or runs)."""
+    h = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+class Trainer:
+    """Trains one model on a manifest's train split, selecting on its validation split."""
+
+    def __init__(self, config: dict, data: str | os.PathLike, run_dir: str | os.PathLike, *,
+                 resume: bool = False, progress: bool = True, ctx: DistContext | None = None,
+                 log: Callable[[str], None] | None = None) -> None:
+        from AttriVAELib.nn.fastpath import describe_device, select_device
+
+        self.ctx = ctx or DistContext()
+        self.config = config
+        self.run_dir = Path(run_dir)
+        self.progress = progress and self.ctx.is_main
+        self.log = log or (lambda m: _log(m, self.ctx))
+        self.resuming = resume
+        tcfg = config["train"]
+        if tcfg["num_threads"]:
+            torch.set_num_threads(int(tcfg["num_threads"]))
+        self.device = select_device(tcfg["device"])
+        if self.ctx.enabled and self.device.type == "cuda":
+            self.device = torch.device("cuda", self.ctx.local_rank)
+            torch.cuda.set_device(self.device)
+        self.log(f"device: {describe_device(self.device)}")
+        if tcfg["deterministic"] and self.device.type == "cpu":
+            torch.use_deterministic_algorithms(True, warn_only=True)
+
+        dcfg = config["data"]
+        self.manifest = load_manifest(data, attributes=dcfg["attributes"])
+        self._prepare_split()
+        self.scaler = AttributeScaler.fit(self.manifest.attribute_matrix(self.manifest.subset(self.split["train"])),
+                                          self.manifest.attribute_names)
+        self._build_model()
+        self._build_data()
+        self.measured = self._measured_loss()
+        self.start_epoch = 0
+        self.history: list[dict[str, Any]] = []
+        self.best: dict[str, Any] = {"epoch": -1, "score": math.inf}
+        self.bad_epochs = 0
+        if resume:
+            self._load_state()
+
+    # -- set-up -----------------------------------------------------------------------------
+    def _prepare_split(self) -> None:
+        dcfg = self.config["data"]
+        fractions = tuple(float(f) for f in dcfg["split_fractions"])
+        if self.ctx.is_main:
+            self.split = load_split(self.manifest, seed=int(dcfg["split_seed"]), fractions=fractions)
+        if self.ctx.enabled:
+            dist.barrier()
+        if not self.ctx.is_main:
+            self.split = load_split(self.manifest, create=False)
+        for name in ("train", "val"):
+            if not self.split[name]:
+                raise ConfigError(f"the {name} split of {self.manifest.path} is empty; use more subjects or change "
+                                  "data.split_fractions")
+
+    def _build_model(self) -> None:
+        from AttriVAELib.nn.losses import AttriVAELoss, LossConfig
+        from AttriVAELib.nn.model import AttriVAE, ModelConfig
+
+        mcfg = dict(self.config["model"])
+        lcfg = LossConfig.from_dict(self.config["loss"])
+        n_attr = len(self.manifest.attribute_names)
+        if mcfg.get("num_regularized") is None or (lcfg.gamma > 0 and not mcfg.get("num_regularized")):
+            mcfg["num_regularized"] = n_attr if lcfg.gamma > 0 else 0
+        k = int(mcfg["num_regularized"])
+        if k > n_attr:
+            raise ConfigError(f"model.num_regularized={k} is larger than the number of attributes ({n_attr}: "
+                              f"{', '.join(self.manifest.attribute_names) or 'none'})")
+        if lcfg.gamma > 0 and k == 0:
+            raise ConfigError("loss.gamma > 0 needs at least one attribute column in the manifest")
+        if mcfg.get("num_classes", 2):
+            if not self.manifest.label_names:
+                raise ConfigError(f"a classifier was requested but {self.manifest.path.name} has no 'label' column; "
+                                  "use a preset without a classifier (vae, beta_vae, ar_vae) or model.num_classes: 0")
+            if len(self.manifest.label_names) < 2:
+                raise ConfigError(f"a classifier needs at least two classes; {self.manifest.path.name} has "
+                                  f"{self.manifest.label_names}")
+            mcfg["num_classes"] = len(self.manifest.label_names)
+        pre = dict(self.config["data"]["preprocess"])
+        if "size" in pre and "input_size" not in self.config["model"]:
+            mcfg["input_size"] = int(pre["size"])
+        pre["size"] = int(mcfg.get("input_size", 80))
+        self.config["data"]["preprocess"] = pre
+        self.model_config = ModelConfig.from_dict(mcfg)
+        self.model_config.validate()
+        self.config["model"] = self.model_config.to_dict()
+        self.loss_config = lcfg
+        # The reconstruction is encoded again only where a loss term reads it.
+        self.reencode = lcfg.reencoded_gamma > 0 and k > 0
+        torch.manual_seed(int(self.config["train"]["seed"]))
+        self.model = AttriVAE(self.model_config).to(self.device)
+        if self.config["train"]["init_from"] and not self.resuming:  # a resumed run has its own weights
+            self._init_from(self.config["train"]["init_from"])
+        self.criterion = AttriVAELoss(lcfg)
+        self._setup_fast_path()
+        ocfg = self.config["optim"]
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=float(ocfg["lr"]),
+                                          weight_decay=float(ocfg["weight_decay"]))
+        self.train_model: torch.nn.Module = self.model
+        if self.ctx.enabled:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.train_model = DDP(self.model, device_ids=ids)
+        if self.config["train"]["compile"]:
+            # Compiled for training only; evaluation and checkpoints use the eager module
+            # (same parameters), so state-dict keys never carry a compile prefix.
+            self.train_model = torch.compile(self.train_model)
+
+    def _init_from(self, location: str | os.PathLike) -> None:
+        """Start from the weights of another run's best model (same network configuration)."""
+        from AttriVAELib.nn.checkpoint import checkpoint_paths
+
+        weights, _ = checkpoint_paths(location, "model")
+        if not weights.exists():
+            raise CheckpointError(f"train.init_from: {location}: no model.safetensors to start from")
+        tensors, meta = load_checkpoint(location, name="model", device="cpu")
+        differ = self._differing_model_fields(meta)
+        if differ:
+            raise CheckpointError(f"train.init_from: {weights} has another network configuration "
+                                  f"(differs in {', '.join(differ)})")
+        self.model.load_state_dict(split_prefix(tensors, "model"))
+        self.log(f"starting from the weights of {weights}")
+
+    def _differing_model_fields(self, meta: Mapping[str, Any]) -> list[str]:
+        """The network configuration fields in which a checkpoint's metadata differs from this run."""
+        ours, saved = self.model_config.to_dict(), meta.get("model_config") or {}
+        return sorted(k for k in ours.keys() | saved.keys() if saved.get(k) != ours.get(k))
+
+    def _setup_fast_path(self) -> None:
+        from AttriVAELib.nn.fastpath import bf16_supported
+
+        tcfg = self.config["train"]
+        precision = tcfg["precision"]
+        if precision == "auto":
+            precision = "bf16" if bf16_supported(self.device) else "fp32"
+        elif precision == "bf16" and not bf16_supported(self.device):
+            self.log(f"bf16 requested but {self.device} has no fast bf16 support; it may be slow")
+        self.precision = precision
+        self.channels_last = bool(tcfg["channels_last"])
+        if self.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last_3d)
+        self.log(f"precision {self.precision}, channels_last_3d {'on' if self.channels_last else 'off'}, "
+                 f"torch.compile {'on' if tcfg['compile'] else 'off'}")
+
+    def _autocast(self):
+        if self.precision != "bf16":
+            return nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+
+    def _build_data(self) -> None:
+        from AttriVAELib.data.augment import build_augmentation
+        from AttriVAELib.data.dataset import CohortDataset
+        from AttriVAELib.data.preprocessing import PreprocessSpec
+
+        dcfg = self.config["data"]
+        self.spec = PreprocessSpec.from_dict(dcfg["preprocess"])
+        self.augmentation = build_augmentation(dcfg["augmentation"]) if dcfg["augmentation"] else None
+        common = dict(spec=self.spec, scaler=self.scaler, cache=bool(dcfg["cache"]), workers=int(dcfg["workers"]))
+        self.log(f"preprocessing {len(self.split['train'])} train + {len(self.split['val'])} val subjects "
+                 f"into {self.spec.size}³")
+        self.train_set = CohortDataset(self.manifest, self.split["train"], augmentation=self.augmentation,
+                                       progress=self.progress, **common)
+        self.val_set = CohortDataset(self.manifest, self.split["val"], progress=False, **common)
+
+    def _measured_loss(self):
+        """The cohort's measured-attribute loss, calibrated on training images, or None when it is off."""
+        weight = self.loss_config.measured_gamma
+        if weight <= 0:
+            return None
+        regularized = self.manifest.attribute_names[:self.model_config.num_regularized]
+        return cohort_for(self.manifest).measured_loss(weight, self.manifest, self.train_set, regularized, self.log)
+
+    def _loader(self, dataset, epoch: int, shuffle: bool) -> torch.utils.data.DataLoader:
+        from torch.utils.data import DataLoader
+        from torch.utils.data.distributed import DistributedSampler
+
+        batch = int(self.config["optim"]["batch_size"])
+        seed = _epoch_seed(int(self.config["train"]["seed"]), epoch)
+        if self.ctx.enabled:
+            sampler = DistributedSampler(dataset, num_replicas=self.ctx.world_size, rank=self.ctx.rank,
+                                         shuffle=shuffle, seed=int(self.config["train"]["seed"]), drop_last=shuffle)
+            sampler.set_epoch(epoch)
+            return DataLoader(dataset, batch_size=batch, sampler=sampler, drop_last=shuffle)
+        generator = torch.Generator().manual_seed(seed)
+        # drop_last on train: a batch of one has no pairs for the attribute loss and breaks BatchNorm.
+        return DataLoader(dataset, batch_size=batch, shuffle=shuffle, generator=generator,
+                          drop_last=shuffle and len(dataset) > batch)
+
+    # -- state --------------------------------------------------------------------------------
+    def metadata(self, epoch: int) -> dict[str, Any]:
+        names = self.manifest.attribute_names
+        k = self.model_config.num_regularized
+        return {
+            "kind": "model",
+            "model_config": self.model_config.to_dict(),
+            "loss_config": self.loss_config.to_dict(),
+            "preset": self.config.get("preset"),
+            "preprocess": self.spec.to_dict(),
+            "attributes": {"names": names, "units": [attribute_unit(n) for n in names],
+                           "regularized": names[:k], "scaling": self.scaler.to_dict()},
+            "labels": {"names": self.manifest.label_names},
+            "data": {"manifest": str(self.manifest.path.resolve()), "split_file": str(self.manifest.root / "split.json")},
+            "epoch": epoch,
+            "best": self.best,
+            "history": self.history,
+            "config": self.config,
+        }
+
+    def _model_tensors(self) -> dict[str, torch.Tensor]:
+        return {f"model.{k}": v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
+
+    def save_last(self, epoch: int) -> None:
+        tensors = self._model_tensors()
+        opt_tensors, opt_meta = optimizer_to_tensors(self.optimizer.state_dict())
+        tensors.update(opt_tensors)
+        meta = self.metadata(epoch)
+        meta.update(kind="training_state", optimizer=opt_meta, bad_epochs=self.bad_epochs)
+        save_checkpoint(self.run_dir, tensors, meta, name="last")
+
+    def save_best(self, epoch: int) -> None:
+        save_checkpoint(self.run_dir, self._model_tensors(), self.metadata(epoch), name="model")
+
+    def _load_state(self) -> None:
+        tensors, meta = load_checkpoint(self.run_dir, name="last", device="cpu")
+        if meta.get("kind") != "training_state":
+            raise CheckpointError(f"{self.run_dir}/last.safetensors is not a training state")
+        if self._differing_model_fields(meta):
+            raise CheckpointError(f"{self.run_dir}: saved model configuration differs from this run's configuration")
+        self.model.load_state_dict(split_prefix(tensors, "model"))
+        self.optimizer.load_state_dict(optimizer_from_tensors(tensors, meta["optimizer"]))
+        self.start_epoch = int(meta["epoch"]) + 1
+        self.history = list(meta["history"])
+        self.best = dict(meta["best"])
+        self.bad_epochs = int(meta.get("bad_epochs", 0))
+        self.log(f"resuming {self.run_dir} after epoch {self.start_epoch} of {self.config['train']['epochs']}")
+
+    # -- loop ------------------------------------------------------------------------------------
+    def _batch_to_device(self, batch: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        x = batch["image"].to(self.device, non_blocking=True)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last_3d)
+        k = self.model_config.num_regularized
+        attrs = batch["attributes"][:, :k].to(self.device).float() if k else None
+        labels = batch["label"].to(self.device) if self.model_config.num_classes else None
+        return x, attrs, labels
+
+    def _step_losses(self, model: Callable, batch: Mapping[str, Any], step: int) -> dict[str, torch.Tensor]:
+        x, attrs, labels = self._batch_to_device(batch)
+        with self._autocast():
+            outputs = model(x, reencode=self.reencode)
+        losses = self.criterion(outputs, x, attrs, labels, model=self.model, step=step)
+        return self._add_measured(losses, outputs, x, attrs)
+
+    def _add_measured(self, losses: dict[str, torch.Tensor], outputs: Mapping[str, torch.Tensor], x: torch.Tensor,
+                      attrs: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        """``losses`` with the measured-thickness term (0 when it is off) added to ``total``."""
+        term = torch.zeros((), device=losses["total"].device)
+        if self.measured is not None and attrs is not None:
+            with self._autocast():
+                term = self.measured(self.model.decode, outputs, x, attrs)
+        losses["measured"] = term
+        losses["total"] = losses["total"] + term
+        return losses
+
+    def train_epoch(self, epoch: int, bar) -> dict[str, float]:
+        torch.manual_seed(_epoch_seed(int(self.config["train"]["seed"]), epoch))
+        if self.augmentation is not None and hasattr(self.augmentation, "set_random_state"):
+            self.augmentation.set_random_state(seed=_epoch_seed(int(self.config["train"]["seed"]), epoch))
+        self.train_model.train()
+        sums = {k: 0.0 for k in LOSS_TERMS}
+        count = 0
+        loader = self._loader(self.train_set, epoch, shuffle=True)
+        step0 = epoch * len(loader)
+        total_steps = int(self.config["train"]["epochs"]) * len(loader)
+        for i, batch in enumerate(loader):
+            losses = self._step_losses(self.train_model, batch, step0 + i)
+            self._check_finite(losses["total"], epoch, i)
+            self.optimizer.zero_grad(set_to_none=True)
+            losses["total"].backward()
+            lr = learning_rate(self.config["optim"], step0 + i, total_steps)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            self.optimizer.step()
+            n = batch["image"].shape[0]
+            count += n
+            values = {k: float(losses[k].detach()) for k in LOSS_TERMS}
+            for k in LOSS_TERMS:
+                sums[k] += values[k] * n
+            if bar is not None:
+                bar.update(1)
+                measured = f" meas {values['measured']:.2f}" if self.measured is not None else ""
+                bar.set_postfix_str(f"ep {epoch + 1} loss {values['total']:.1f} rec {values['reconstruction']:.1f} "
+                                    f"kl {values['kl']:.1f} ar {values['ar']:.2f}{measured} "
+                                    f"cls {values['classification']:.3f}", refresh=False)
+        totals = torch.tensor([sums[k] for k in LOSS_TERMS] + [count], dtype=torch.float64)
+        if self.ctx.enabled:
+            dist.all_reduce(totals)
+            self._average_buffers()
+        row = {f"train_{k}": float(totals[i] / max(totals[-1], 1)) for i, k in enumerate(LOSS_TERMS)}
+        row["lr"] = float(self.optimizer.param_groups[0]["lr"])
+        return row
+
+    def _check_finite(self, total: torch.Tensor, epoch: int, step: int) -> None:
+        """Stop with one line, before the step is applied, when the loss is NaN or infinite."""
+        bad = torch.tensor([0.0 if bool(torch.isfinite(total.detach())) else 1.0])
+        if self.ctx.enabled:  # every rank stops at the same step, or the others would wait forever
+            bad = bad.to(self.device)
+            dist.all_reduce(bad)
+            bad = bad.cpu()
+        if bad.item():
+            kept = (f"the last completed epoch is kept in {self.run_dir / 'last.safetensors'}"
+                    if epoch > self.start_epoch or (self.run_dir / "last.safetensors").exists() else "nothing was saved")
+            raise TrainingError(f"training diverged: the loss is {float(total.detach()):g} at epoch {epoch + 1}, step {step + 1} "
+                                f"({kept}); try a lower learning rate (--lr) or --precision fp32")
+
+    @torch.no_grad()
+    def _average_buffers(self) -> None:
+        """Average BatchNorm running statistics over ranks.
+
+        DDP broadcasts buffers at the start of each forward, so after the last step of an
+        epoch each rank holds statistics of its own batch; averaging makes every rank (and
+        the checkpoint) hold the same, better-estimated statistics.
+        """
+        for buffer in self.model.buffers():
+            if buffer.is_floating_point():
+                dist.all_reduce(buffer)
+                buffer /= self.ctx.world_size
+
+    @torch.no_grad()
+    def validate(self, epoch: int) -> dict[str, float]:
+        self.model.eval()
+        sums = {k: 0.0 for k in LOSS_TERMS}
+        count = 0
+        mus, attrs, labels, probs = [], [], [], []
+        for batch in self._loader(self.val_set, epoch, shuffle=False):
+            x, a, y = self._batch_to_device(batch)
+            with self._autocast():
+                out = self.model(x, reencode=self.reencode)
+            losses = self._add_measured(self.criterion(out, x, a, y, model=self.model, step=10**9), out, x, a)
+            n = x.shape[0]
+            count += n
+            for k in LOSS_TERMS:
+                sums[k] += float(losses[k]) * n
+            mus.append(out["mu"].float().cpu())
+            attrs.append(batch["attributes"].float())
+            labels.append(batch["label"])
+            if out.get("logits") is not None:
+                probs.append(class_probabilities(out["logits"].float()).cpu())
+        result = {f"val_{k}": sums[k] / max(count, 1) for k in LOSS_TERMS}
+        result.update(latent_scores(torch.cat(mus).numpy(), torch.cat(attrs).numpy(), torch.cat(labels).numpy(),
+                                    torch.cat(probs).numpy() if probs else None,
+                                    self.model_config.num_regularized, prefix="val_"))
+        return result
+
+    def fit(self) -> dict[str, Any]:
+        from tqdm.auto import tqdm
+
+        tcfg = self.config["train"]
+        epochs = int(tcfg["epochs"])
+        writer = self._tensorboard()
+        steps_per_epoch = len(self._loader(self.train_set, 0, shuffle=True))
+        bar = None
+        if self.progress:
+            bar = tqdm(total=(epochs - self.start_epoch) * steps_per_epoch, desc="train", unit="step",
+                       dynamic_ncols=True, mininterval=1.0, file=sys.stderr)
+        stopped_early = False
+        started = time.perf_counter()
+        budget_s = float(tcfg.get("max_minutes") or 0) * 60.0
+        try:
+            for epoch in range(self.start_epoch, epochs):
+                t0 = time.perf_counter()
+                row: dict[str, Any] = {"epoch": epoch + 1}
+                row.update(self.train_epoch(epoch, bar))
+                if (epoch + 1) % int(tcfg["val_every"]) == 0 or epoch + 1 == epochs:
+                    row.update(self.validate(epoch))
+                row["seconds"] = time.perf_counter() - t0
+                self.history.append(row)
+                improved = "val_total" in row and row["val_total"] < self.best["score"]
+                if improved:
+                    self.best = {"epoch": epoch + 1, "score": row["val_total"], "metric": "val_total"}
+                    self.bad_epochs = 0
+                elif "val_total" in row:
+                    self.bad_epochs += 1
+                if self.ctx.is_main:
+                    if improved:
+                        self.save_best(epoch + 1)
+                    self.save_last(epoch)
+                    self._write_metrics(writer, row)
+                    if bar is None:
+                        self.log(_format_row(row, epochs))
+                    elif "val_total" in row:
+                        bar.write(_format_row(row, epochs), file=sys.stderr)
+                if self.ctx.enabled:
+                    dist.barrier()
+                patience = int(tcfg["patience"])
+                if patience and self.bad_epochs >= patience:
+                    self.log(f"early stopping after epoch {epoch + 1}: no validation improvement in {patience} epochs")
+                    stopped_early = True
+                    break
+                # Every rank stops at the same epoch: rank 0's clock decides.
+                over = torch.tensor([float(budget_s > 0 and time.perf_counter() - started >= budget_s)])
+                if self.ctx.enabled:
+                    dist.broadcast(over, 0)
+                if over.item() and epoch + 1 < epochs:
+                    self.log(f"time budget of {budget_s / 60:g} min reached after epoch {epoch + 1}")
+                    stopped_early = True
+                    break
+        finally:
+            if bar is not None:
+                bar.close()
+            if writer is not None:
+                writer.close()
+        if self.ctx.enabled:
+            self._record_rank_digest()
+        return {"best": self.best, "epochs_run": len(self.history), "stopped_early": stopped_early}
+
+    def _record_rank_digest(self) -> None:
+        digest = state_digest(self.model)
+        atomic.write_json(self.run_dir / "ranks" / f"rank-{self.ctx.rank}.json",
+                          {"rank": self.ctx.rank, "world_size": self.ctx.world_size, "state_sha256": digest})
+        digests: list[Any] = [None] * self.ctx.world_size
+        dist.all_gather_object(digests, digest)
+        if self.ctx.is_main:
+            same = len(set(digests)) == 1
+            self.log(f"ranks hold {'identical' if same else 'DIFFERENT'} weights after training")
+
+    def _tensorboard(self):
+        if not self.ctx.is_main:
+            return None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:  # tensorboard is optional at run time
+            self.log("tensorboard not installed: no event files (metrics.csv is still written)")
+            return None
+        return SummaryWriter(str(self.run_dir / "tensorboard"), purge_step=self.start_epoch + 1)
+
+    def _write_metrics(self, writer, row: Mapping[str, Any]) -> None:
+        keys: list[str] = []
+        for r in self.history:
+            keys.extend(k for k in r if k not in keys)
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=keys)
+        w.writeheader()
+        for r in self.history:
+            w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
+        atomic.write_text(self.run_dir / "metrics.csv", buf.getvalue())
+        if writer is not None:
+            for k, v in row.items():
+                if k != "epoch" and isinstance(v, (int, float)) and math.isfinite(v):
+                    tag = k.replace("train_", "train/").replace("val_", "val/")
+                    writer.add_scalar(tag, v, row["epoch"])
+            writer.flush()
+
+
+def latent_scores(mu: np.ndarray, attributes: np.ndarray, labels: np.ndarray, probs: np.ndarray | None, k: int,
+                  prefix: str = "", names: Sequence[str] | None = None) -> dict[str, float]:
+    """Quick held-out scores: Spearman ρ of each regularized dim with its attribute, and AUC."""
+    import warnings
+
+    from scipy.stats import spearmanr
+    from sklearn.metrics import roc_auc_score
+
+    out: dict[str, float] = {}
+    rhos = []
+    for j in range(min(k, attributes.shape[1])):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a constant column (e.g. an untrained dim) has no ρ: scored 0
+            rho = spearmanr(mu[:, j], attributes[:, j]).statistic if len(mu) > 2 else float("nan")
+        rho = float(rho) if np.isfinite(rho) else 0.0
+        rhos.append(rho)
+        out[f"{prefix}spearman_{names[j] if names else j}"] = rho
+    if rhos:
+        out[f"{prefix}spearman_min"] = float(min(rhos))
+    valid = labels >= 0
+    if probs is not None and valid.any() and len(np.unique(labels[valid])) > 1:
+        y, p = labels[valid], probs[valid]
+        auc = roc_auc_score(y, p[:, 1]) if p.shape[1] == 2 else roc_auc_score(y, p, multi_class="ovr")
+        out[f"{prefix}auc"] = float(auc)
+        out[f"{prefix}accuracy"] = float((p.argmax(1) == y).mean())
+    return out
+
+
+def _format_row(row: Mapping[str, Any], epochs: int) -> str:
+    parts = [f"epoch {row['epoch']}/{epochs}", f"train {row['train_total']:.1f}"]
+    for key in ("val_total", "val_auc", "val_spearman_min"):
+        if key in row:
+            parts.append(f"{key[4:]} {row[key]:.3f}")
+    parts.append(f"{row['seconds']:.1f}s")
+    return "  ".join(parts)
+
+
+def _load_best(run_dir: str | os.PathLike):
+    from AttriVAELib.nn.model import AttriVAE, ModelConfig
+
+    tensors, meta = load_checkpoint(run_dir, name="model")
+    model = AttriVAE(ModelConfig.from_dict(meta["model_config"]))
+    model.load_state_dict(split_prefix(tensors, "model"))
+    return model.eval(), tensors, meta
+
+
+@torch.no_grad()
+def encode_split(model, meta: Mapping[str, Any], split_name: str) -> dict[str, np.ndarray]:
+    """μ (N, L), class probabilities (N, C) or None, raw attributes (N, K_all), labels (N,) of a split."""
+    from AttriVAELib.data.dataset import CohortDataset
+    from AttriVAELib.data.preprocessing import PreprocessSpec
+
+    manifest = load_manifest(meta["data"]["manifest"], attributes=meta["attributes"]["names"])
+    split = load_split(manifest, create=False)
+    data = CohortDataset(manifest, split[split_name], PreprocessSpec.from_dict(meta["preprocess"]))
+    mus, probs = [], []
+    for batch in torch.utils.data.DataLoader(data, batch_size=32):
+        mu, _ = model.encode(batch["image"])
+        mus.append(mu)
+        logits = model.classify(mu)
+        if logits is not None:
+            probs.append(class_probabilities(logits))
+    return {"mu": torch.cat(mus).numpy(), "probs": torch.cat(probs).numpy() if probs else None,
+            "attributes": data.attributes.numpy().astype(np.float64), "labels": data.labels.numpy(),
+            "subjects": list(split[split_name])}
+
+
+def add_calibration(run_dir: str | os.PathLike) -> None:
+    """Store in the best model what inference needs without the training data: the latent →
+    attribute calibration and the per-class statistics of μ, both fitted on the training split."""
+    from AttriVAELib.nn.calibration import AttributeCalibration
+    from AttriVAELib.nn.calibration import ClassStatistics
+
+    model, tensors, meta = _load_best(run_dir)
+    k = model.config.num_regularized
+    has_classes = model.config.num_classes > 0 and len((meta.get("labels") or {}).get("names") or []) > 1
+    if k == 0 and not has_classes:
+        return
+    enc = encode_split(model, meta, "train")
+    if k:
+        names = meta["attributes"]["names"][:k]
+        meta["calibration"] = AttributeCalibration.fit(enc["mu"][:, :k], enc["attributes"][:, :k], names).to_dict()
+    if has_classes:
+        try:
+            stats = ClassStatistics.from_latents(enc["mu"].astype(np.float64), enc["labels"], meta["labels"]["names"],
+                                                 source=f"{meta['data']['manifest']} (train split, n={len(enc['mu'])})")
+            meta["class_statistics"] = stats.to_dict()
+        except ConfigError:  # a training split with one class: counterfactuals need explicit targets
+            pass
+    save_checkpoint(run_dir, tensors, meta, name="model")
+
+
+def heldout_summary(run_dir: str | os.PathLike, split_name: str = "test") -> dict[str, Any]:
+    """Encode a held-out split with the best model: AUC and Spearman ρ per regularized dim (μ)."""
+    model, _, meta = _load_best(run_dir)
+    enc = encode_split(model, meta, split_name)
+    k = model.config.num_regularized
+    scores = latent_scores(enc["mu"], enc["attributes"], enc["labels"], enc["probs"], k,
+                           names=meta["attributes"]["names"][:k])
+    return {"split": split_name, "n": len(enc["mu"]), "best_epoch": meta["best"]["epoch"], **scores}
+
+
+def train(data: str | os.PathLike | None, out: str | os.PathLike, *, config: dict | None = None,
+          resume: bool = False, progress: bool = True) -> dict[str, Any]:
+    """Train (or resume) a run; returns a summary. ``config`` is a resolved config (see :mod:`config`)."""
+    run_dir = Path(out)
+    ctx = init_distributed((config or {}).get("train", {}).get("device", "auto"))
+    try:
+        if resume:
+            if not (run_dir / "run.json").exists() or not (run_dir / "config.yaml").exists():
+                raise ConfigError(f"{run_dir}: not a run folder to resume (no run.json/config.yaml)")
+            run_info = json.loads((run_dir / "run.json").read_text())
+            if not (run_dir / "last.safetensors").exists():
+                raise ConfigError(f"{run_dir}: nothing to resume yet (no last.safetensors); start it again without --resume")
+            saved = load_yaml(run_dir / "config.yaml")
+            config = resolve_config(saved.pop("preset", "attri_vae"), saved, None)
+            data = run_info["data"]
+        else:
+            if config is None:
+                config = resolve_config()
+            if data is None:
+                raise ConfigError("--data is required (a manifest CSV or a folder holding manifest.csv)")
+            if (run_dir / "last.safetensors").exists():
+                raise ConfigError(f"{run_dir}: holds a run already; pass --resume to continue it or choose another --out")
+        trainer = Trainer(config, data, run_dir, resume=resume, progress=progress, ctx=ctx)
+        if ctx.is_main:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            atomic.write_text(run_dir / "config.yaml", dump_yaml(trainer.config))
+            atomic.write_json(run_dir / "run.json", {"data": str(Path(data).resolve()),
+                                                     "attributes": trainer.manifest.attribute_names,
+                                                     "labels": trainer.manifest.label_names})
+        if ctx.enabled:
+            dist.barrier()
+        summary = trainer.fit()
+        if ctx.is_main and (run_dir / "model.safetensors").exists():
+            add_calibration(run_dir)
+        if ctx.is_main and trainer.split["test"] and (run_dir / "model.safetensors").exists():
+            held = heldout_summary(run_dir)
+            atomic.write_json(run_dir / "heldout.json", held)
+            summary["heldout"] = held
+        summary["run_dir"] = str(run_dir)
+        return summary
+    finally:
+        if ctx.enabled and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+#: :func:`train` under the name the top-level API exports (``AttriVAELib.train`` is this subpackage).
+train_model = train
