@@ -126,6 +126,13 @@ def _pathText(path) -> str:
     return "" if text in ("", ".") else text
 
 
+def _htmlLines(lines) -> str:
+    """Plain text lines (from the session) as QLabel rich text."""
+    import html
+
+    return "<br>".join(html.escape(line) for line in lines)
+
+
 #
 # AttriVAEWidget
 #
@@ -140,7 +147,6 @@ class AttriVAEWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.logic = None
         self._parameterNode = None
         self._parameterNodeGuiTag = None
-        self._summary = None
         self._sliders = {}  # dim -> (label, slider)
         self._sliderRows = []  # (layout, label, slider)
         self._pendingLatents = {}
@@ -220,7 +226,6 @@ class AttriVAEWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self.logic is not None:
             self.logic.closeSession()
         self._clearSliders()
-        self._summary = None
 
     def onSceneEndClose(self, caller, event) -> None:
         if self.parent.isEntered:
@@ -249,11 +254,14 @@ class AttriVAEWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def _onParameterNodeModified(self, caller=None, event=None) -> None:
         self._updateButtonStates()
 
+    def _session(self):
+        """The logic's session; None until a model is first loaded (AttriVAELib may not be installed yet)."""
+        return self.logic.session if self.logic is not None else None
+
     def _updateButtonStates(self) -> None:
         params = self._parameterNode
-        session = self.logic.session if self.logic is not None else None
-        hasModel = session is not None and session.model is not None
-        hasEncoding = hasModel and session.encoding is not None
+        session = self._session()
+        hasEncoding = session is not None and session.has_encoding
         hasInput = params is not None and params.inputVolume is not None
         self.ui.modelPathLineEdit.enabled = params is not None and not params.useDemoModel
         self.ui.encodeButton.enabled = hasInput
@@ -280,18 +288,13 @@ class AttriVAEWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         """Install the dependencies if needed and load the selected model; False if the user declined."""
         if not self.logic.setupPythonRequirements(askConfirmation=True):
             return False
+        params = self._parameterNode
         session = self.logic.getSession()
         location = self._modelLocation()
-        if location != "demo":
-            location = str(pathlib.Path(location).expanduser())
-        wanted = (location, self._parameterNode.device)
-        loaded = (session.model_location, session.device_request) if session.model is not None else None
-        if reload or loaded != wanted:
-            description = self.logic.loadModel(location, self._parameterNode.device, self._parameterNode.cpuFallback)
-            self.ui.modelInfoLabel.text = description
+        if reload or not session.is_loaded(location, params.device):
+            self.ui.modelInfoLabel.text = self.logic.loadModel(location, params.device, params.cpuFallback)
             self._clearSliders()
-            self._summary = None
-        session.fallback_to_cpu = bool(self._parameterNode.cpuFallback)
+        session.set_cpu_fallback(params.cpuFallback)
         self._showMessages()
         return True
 
@@ -306,11 +309,13 @@ class AttriVAEWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self.ui.modelInfoLabel.text = _("All required Python packages are installed.")
 
     def _showMessages(self) -> None:
-        session = self.logic.session
-        if session is not None and session.messages:
-            slicer.util.showStatusMessage(session.messages[-1], 5000)
-            logging.warning(session.messages[-1])
-            session.messages.clear()
+        """Log the session's new notes for the user (e.g. a CPU fallback); show the newest in the status bar."""
+        session = self._session()
+        messages = session.pop_messages() if session is not None else []
+        for message in messages:
+            logging.warning(message)
+        if messages:
+            slicer.util.showStatusMessage(messages[-1], 5000)
 
     # ------------------------------------------------------------------ encode
     def onEncodeButton(self) -> None:
@@ -318,8 +323,8 @@ class AttriVAEWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             if not self._ensureModel():
                 return
             params = self._parameterNode
-            summary = self.logic.encode(params.inputVolume, params.maskNode)
-            self._showEncoding(summary)
+            self.logic.encode(params.inputVolume, params.maskNode)
+            self._showEncoding()
             reconstruction = self.logic.reconstructionNode()
             slicer.util.setSliceViewerLayers(background=reconstruction, foreground=params.inputVolume,
                                              foregroundOpacity=0.0, fit=True)
@@ -332,39 +337,26 @@ class AttriVAEWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             if not self.logic.setupPythonRequirements(askConfirmation=True):
                 return
             state = self.logic.restoreState()
-            session = self.logic.session
-            if session is None or session.encoding is None:
+            session = self.logic.getSession()
+            if not session.has_encoding:
                 raise ValueError(_("The scene holds no complete AttriVAE session to restore."))
             if state.get("model") and state["model"] != "demo":
                 self._parameterNode.useDemoModel = False
                 self._parameterNode.modelPath = pathlib.Path(state["model"])
             self._parameterNode.inputVolume = session.input_node
-            self.ui.modelInfoLabel.text = session.model.describe()
-            self._showEncoding(session.summary())
+            self.ui.modelInfoLabel.text = session.model_description
+            self._showEncoding()
             slicer.util.setSliceViewerLayers(background=self.logic.reconstructionNode(), fit=True)
         self._updateButtonStates()
 
-    def _showEncoding(self, summary) -> None:
-        self._summary = summary
-        self._showPrediction(summary)
-        self._buildSliders(summary)
-        self._fillDimensionCombos(summary)
+    def _showEncoding(self) -> None:
+        self._showPrediction()
+        self._buildSliders()
+        self._fillDimensionCombos()
 
-    def _showPrediction(self, summary) -> None:
-        rows = []
-        if summary.get("probabilities"):
-            probs = ", ".join(f"{name}: {p:.3f}" for name, p in summary["probabilities"].items())
-            rows.append(_("<b>Predicted class</b>: {label} ({probs})").format(label=summary["predicted_label"],
-                                                                               probs=probs))
-        for item in summary["attributes"]:
-            if item["estimate"] is None:
-                continue
-            unit = f" {item['unit']}" if item["unit"] else ""
-            text = f"{item['name']}: {item['estimate']:.4g}{unit}"
-            if item["current"] is not None and abs(item["current"] - item["estimate"]) > 1e-9:
-                text += f" &rarr; {item['current']:.4g}{unit}"
-            rows.append(text)
-        self.ui.encodingLabel.text = "<br>".join(rows) if rows else _("Encoded (the model has no classifier).")
+    def _showPrediction(self) -> None:
+        lines = self.logic.getSession().summary_lines()
+        self.ui.encodingLabel.text = _htmlLines(lines) if lines else _("Encoded (the model has no classifier).")
 
     # ------------------------------------------------------------------ latent sliders
     def _clearSliders(self) -> None:
@@ -376,42 +368,44 @@ class AttriVAEWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._sliderRows = []
         self._sliders = {}
 
-    def _buildSliders(self, summary) -> None:
+    def _buildSliders(self) -> None:
         """One slider per latent dim: regularized dims first, the free dims in a collapsed section."""
         self._clearSliders()
+        specs = self.logic.getSession().slider_specs()
         self._updatingSliders = True
         try:
-            for item in summary["dims"]:
-                frame = self.ui.regularizedSlidersFrame if item["regularized"] else self.ui.freeSlidersFrame
+            for spec in specs:
+                frame = self.ui.regularizedSlidersFrame if spec.regularized else self.ui.freeSlidersFrame
                 layout = frame.layout()
-                label = qt.QLabel(item["label"])
-                label.toolTip = _("Latent dimension {dim}").format(dim=item["dim"])
+                label = qt.QLabel(spec.label)
+                label.toolTip = _("Latent dimension {dim}").format(dim=spec.dim)
                 slider = ctk.ctkSliderWidget()
                 slider.decimals = 3
-                slider.minimum = item["min"]
-                slider.maximum = item["max"]
-                slider.singleStep = max(item["step"], 1e-3)
+                slider.minimum = spec.minimum
+                slider.maximum = spec.maximum
+                slider.singleStep = max(spec.step, 1e-3)
                 slider.pageStep = slider.singleStep * 10
-                slider.value = item["value"]
-                slider.toolTip = _("Latent value (encoded: {mu:.3f})").format(mu=item["mu"])
+                slider.value = spec.value
+                slider.toolTip = _("Latent value (encoded: {mu:.3f})").format(mu=spec.mu)
                 slider.connect("valueChanged(double)",
-                               lambda value, dim=item["dim"]: self.onLatentSliderMoved(dim, value))
+                               lambda value, dim=spec.dim: self.onLatentSliderMoved(dim, value))
                 layout.addRow(label, slider)
-                self._sliders[item["dim"]] = (label, slider)
+                self._sliders[spec.dim] = (label, slider)
                 self._sliderRows.append((layout, label, slider))
             self.ui.freeDimsCollapsibleButton.text = _("Free dimensions ({count})").format(
-                count=sum(1 for item in summary["dims"] if not item["regularized"]))
+                count=sum(1 for spec in specs if not spec.regularized))
         finally:
             self._updatingSliders = False
 
-    def _setSliderValues(self, values) -> None:
+    def _setSliderValues(self) -> None:
+        """Move the sliders to the session's latent vector (without decoding again)."""
         self._updatingSliders = True
         try:
-            for dim, value in enumerate(values):
-                if dim in self._sliders:
-                    label, slider = self._sliders[dim]
-                    slider.value = float(value)
-                    label.text = self.logic.dimLabel(dim, float(value))
+            for spec in self.logic.getSession().slider_specs():
+                if spec.dim in self._sliders:
+                    label, slider = self._sliders[spec.dim]
+                    slider.value = spec.value
+                    label.text = spec.label
         finally:
             self._updatingSliders = False
 
@@ -429,7 +423,7 @@ class AttriVAEWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         with slicer.util.tryWithErrorDisplay(_("Failed to decode the latent vector.")):
             self.logic.setLatents(pending)
-            self._showPrediction(self.logic.session.summary())
+            self._showPrediction()
             self.logic.saveState()
         self._showMessages()
 
@@ -438,18 +432,18 @@ class AttriVAEWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._decodeTimer.stop()
             self._pendingLatents = {}
             self.logic.resetLatents()
-            self._setSliderValues(self.logic.session.latent)
-            self._showPrediction(self.logic.session.summary())
+            self._setSliderValues()
+            self._showPrediction()
             self.logic.saveState()
 
-    def _fillDimensionCombos(self, summary) -> None:
-        for combo, items in ((self.ui.traversalDimComboBox, summary["dims"]),
-                             (self.ui.counterfactualAttributeComboBox, summary["attributes"])):
+    def _fillDimensionCombos(self) -> None:
+        session = self.logic.getSession()
+        for combo, attributesOnly in ((self.ui.traversalDimComboBox, False),
+                                      (self.ui.counterfactualAttributeComboBox, True)):
             wasBlocked = combo.blockSignals(True)
             combo.clear()
-            for item in items:
-                name = item["name"]
-                combo.addItem(f"{name} ({item['unit']})" if item.get("unit") else name, item["dim"])
+            for text, dim in session.dimension_choices(attributesOnly):
+                combo.addItem(text, dim)
             combo.blockSignals(wasBlocked)
         self.onTraversalDimChanged()
         self.onCounterfactualAttribute()
@@ -470,32 +464,24 @@ class AttriVAEWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onHeatmapStyleChanged(self, *args) -> None:
         """Show the selected heatmap with the current colour table, opacity and threshold (no recompute)."""
-        session = self.logic.session if self.logic is not None else None
+        session = self._session()
         name = self.ui.heatmapComboBox.currentText
-        if session is None or not name or name not in session.heatmaps:
+        if session is None or not name or name not in session.heatmap_names:
             return
         with slicer.util.tryWithErrorDisplay(_("Failed to show the attention map.")):
-            colormap = self.ui.colormapComboBox.currentText or None
-            if session.heatmap_signed and colormap == COLORMAP_CHOICES[0]:
-                colormap = None  # signed maps default to a diverging table
+            # shown over the encoded input in every slice view, at this opacity
             self.logic.showHeatmap(name, opacity=self.ui.opacitySliderWidget.value,
-                                   threshold=self.ui.thresholdSliderWidget.value, colormap=colormap)
-            slicer.util.setSliceViewerLayers(background=session.input_node, foreground=session.heatmaps[name],
-                                             foregroundOpacity=self.ui.opacitySliderWidget.value)
+                                   threshold=self.ui.thresholdSliderWidget.value,
+                                   colormap=self.ui.colormapComboBox.currentText or None)
 
     # ------------------------------------------------------------------ traversal
     def onTraversalDimChanged(self, *args) -> None:
         """Default traversal range: the slider range (latent) or the calibrated range (attribute)."""
-        summary = self._summary
+        session = self._session()
         dim = _comboData(self.ui.traversalDimComboBox)
-        if summary is None or dim is None or self._parameterNode is None:
+        if session is None or not session.has_encoding or dim is None or self._parameterNode is None:
             return
-        item = summary["dims"][int(dim)]
-        low, high = item["min"], item["max"]
-        if self.ui.traversalUnitsComboBox.currentText == "attribute":
-            ranges = [a["range"] for a in summary["attributes"] if a["dim"] == int(dim)]
-            if ranges and ranges[0]:
-                low, high = ranges[0]
+        low, high = session.traversal_range(int(dim), self.ui.traversalUnitsComboBox.currentText)
         self._parameterNode.traversalMin = float(low)
         self._parameterNode.traversalMax = float(high)
 
@@ -507,7 +493,7 @@ class AttriVAEWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 raise ValueError(_("Encode an image first."))
             sequence = self.logic.createTraversal(int(dim), params.traversalMin, params.traversalMax,
                                                   params.traversalSteps, params.traversalUnits)
-            browser = self.logic.session.traversal_browser
+            browser = self.logic.getSession().traversal_browser
             if browser is not None:
                 proxy = browser.GetProxyNode(sequence)
                 if proxy is not None:
@@ -520,31 +506,28 @@ class AttriVAEWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     # ------------------------------------------------------------------ counterfactual
     def onCounterfactualAttribute(self, *args) -> None:
-        summary = self._summary
+        session = self._session()
         dim = _comboData(self.ui.counterfactualAttributeComboBox)
-        if summary is None or dim is None or self._parameterNode is None:
+        if session is None or not session.has_encoding or dim is None or self._parameterNode is None:
             return
-        item = summary["attributes"][int(dim)]
-        if item["estimate"] is not None:
-            self._parameterNode.counterfactualValue = float(item["estimate"])
+        estimate = session.attribute_estimate(int(dim))
+        if estimate is not None:
+            self._parameterNode.counterfactualValue = estimate
 
     def onCounterfactualButton(self) -> None:
         with slicer.util.tryWithErrorDisplay(_("Failed to compute the counterfactual."), waitCursor=True):
             params = self._parameterNode
             if params.counterfactualMode == COUNTERFACTUAL_MODES[1]:
-                name = self._summary["attributes"][int(_comboData(self.ui.counterfactualAttributeComboBox))]["name"]
-                node = self.logic.computeCounterfactual("attribute", name, params.counterfactualValue,
+                dim = _comboData(self.ui.counterfactualAttributeComboBox)
+                if dim is None:
+                    raise ValueError(_("Select the attribute to change."))
+                node = self.logic.computeCounterfactual("attribute", int(dim), params.counterfactualValue,
                                                         opacity=params.opacity)
             else:
                 node = self.logic.computeCounterfactual("other_class", opacity=params.opacity)
             slicer.util.setSliceViewerLayers(background=params.inputVolume, foreground=node,
                                              foregroundOpacity=params.opacity)
-            result = self.logic.session.last_counterfactual or {}
-            text = _("Moved: {dims}").format(dims=", ".join(result.get("moved", {})))
-            if result.get("probabilities_counterfactual"):
-                probs = ", ".join(f"{p:.3f}" for p in result["probabilities_counterfactual"])
-                text += "<br>" + _("Class probabilities after: {probs}").format(probs=probs)
-            self.ui.counterfactualLabel.text = text
+            self.ui.counterfactualLabel.text = _htmlLines(self.logic.getSession().counterfactual_lines())
         self._showMessages()
 
     # ------------------------------------------------------------------ training
@@ -627,7 +610,7 @@ class AttriVAELogic(ScriptedLoadableModuleLogic):
         tests (the testing environment must provide the packages). Returns True when all
         requirements are importable.
         """
-        from AttriVAELib.slicer.session import missing_requirements
+        from AttriVAELib.slicer.requirements import missing_requirements
 
         missing = missing_requirements()
         if not missing:
@@ -690,11 +673,8 @@ class AttriVAELogic(ScriptedLoadableModuleLogic):
 
     def closeSession(self) -> None:
         """Forget the encoding and output nodes (the scene is closing); keep the loaded model."""
-        session = self.session
-        if session is not None:
-            session.input_node = session.mask_node = session.encoding = session.latent = None
-            session.reconstruction_node = None
-            session.heatmaps = {}
+        if self.session is not None:
+            self.session.close_scene()
 
     def loadModel(self, location: str = "demo", device: str = "auto", cpuFallback: bool = True) -> str:
         return self.getSession().load_model(location, device, fallback_to_cpu=cpuFallback)
@@ -704,11 +684,7 @@ class AttriVAELogic(ScriptedLoadableModuleLogic):
 
     def reconstructionNode(self):
         """The reconstruction node of the current latent vector (decoded if there is none yet)."""
-        session = self.getSession()
-        node = session.reconstruction_node
-        if node is None or node.GetScene() is None:
-            node = session.update_reconstruction()
-        return node
+        return self.getSession().ensure_reconstruction()
 
     def setLatents(self, values):
         return self.getSession().set_latents(values, preview=True)
@@ -727,7 +703,11 @@ class AttriVAELogic(ScriptedLoadableModuleLogic):
                                            opacity=opacity)
 
     def showHeatmap(self, name: str, opacity=None, threshold=None, colormap=None):
-        return self.getSession().show_heatmap(name, opacity=opacity, threshold=threshold, colormap=colormap)
+        """Show (and restyle) a computed heatmap over the encoded input in the slice views; return its node."""
+        session = self.getSession()
+        if session.heatmap_signed and colormap == COLORMAP_CHOICES[0]:
+            colormap = None  # signed maps default to a diverging table
+        return session.show_heatmap(name, opacity=opacity, threshold=threshold, colormap=colormap)
 
     def computeCounterfactual(self, mode: str = "other_class", attribute=None, value=None, opacity: float = 0.5):
         target = mode if mode == "other_class" else ("attribute", attribute, value)
@@ -758,7 +738,7 @@ class AttriVAELogic(ScriptedLoadableModuleLogic):
     def startTraining(self, manifest: str, output: str, preset: str = "fast_cpu", epochs: int = 60,
                       device: str = "auto"):
         """Start ``python -m AttriVAELib.cli train`` in the background; return its TrainingProcess."""
-        from AttriVAELib.slicer.session import TrainingProcess, training_command, training_environment
+        from AttriVAELib.slicer.training_process import TrainingProcess, training_command, training_environment
 
         command = training_command(manifest, output, preset=preset, epochs=epochs, device=device,
                                    python=self.pythonExecutable())
@@ -785,7 +765,7 @@ class AttriVAETest(ScriptedLoadableModuleTest):
     # ------------------------------------------------------------------ helpers
     def _modelFolder(self) -> str:
         """The shipped demo model, else a tiny model trained here (about 20 s on a CPU)."""
-        from AttriVAELib.slicer.session import find_demo_model
+        from AttriVAELib.slicer.demo_model import find_demo_model
 
         try:
             return str(find_demo_model())
@@ -845,7 +825,7 @@ class AttriVAETest(ScriptedLoadableModuleTest):
         volume = self._obliquePhantom()
         logic.loadModel(self._modelFolder(), "auto", cpuFallback=True)
         summary = logic.encode(volume)
-        self.assertEqual(len(summary["dims"]), logic.session.model.latent_size)
+        self.assertEqual(len(summary["dims"]), logic.session.latent_size)
         self.assertAlmostEqual(sum(summary["probabilities"].values()), 1.0, places=4)
 
         reconstruction = logic.reconstructionNode()
@@ -895,20 +875,19 @@ class AttriVAETest(ScriptedLoadableModuleTest):
         params.inputVolume = volume
         widget.ui.encodeButton.click()
         session = widget.logic.session
-        self.assertIsNotNone(session.encoding)
-        latentSize = session.model.latent_size
-        self.assertEqual(len(widget._sliders), latentSize)
+        self.assertTrue(session.has_encoding)
+        self.assertEqual(len(widget._sliders), session.latent_size)
 
         # a slider move is decoded once the slider rests (debounced)
         label, slider = widget._sliders[0]
-        before = float(session.latent[0])
+        before = session.slider_specs()[0].value
         farther = slider.maximum if abs(slider.maximum - before) > abs(slider.minimum - before) else slider.minimum
         slider.value = farther
         self.assertIn(": ", label.text)
         self.delayDisplay("Waiting for the debounced decode", DECODE_DELAY_MS * 4)
-        self.assertAlmostEqual(float(session.latent[0]), slider.value, places=3)
+        self.assertAlmostEqual(session.slider_specs()[0].value, slider.value, places=3)
         widget.ui.resetButton.click()
-        self.assertAlmostEqual(float(session.latent[0]), before, places=4)
+        self.assertAlmostEqual(session.slider_specs()[0].value, before, places=4)
 
         widget.ui.computeAttentionButton.click()
         self.assertGreater(widget.ui.heatmapComboBox.count, 0)

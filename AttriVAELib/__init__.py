@@ -31,7 +31,7 @@ from AttriVAELib.core.lazy import lazy_exports  # noqa: E402
 _EXPORTS = {
     # inference
     "AttriVAEModel": "AttriVAELib.inference.model",
-    "Encoding": "AttriVAELib.inference.model",
+    "Encoding": "AttriVAELib.inference.encoding",
     # network
     "AttriVAE": "AttriVAELib.nn.model",
     "ModelConfig": "AttriVAELib.nn.model",

@@ -224,7 +224,7 @@ def atlas(base: brain.BrainFactors):
     for index in range(6):
         _, _, _, tissues = brain._render(brain.sample_factors(index, SEED),
                                          brain._Warp(brain._anatomy(brain.sample_factors(index, SEED)),
-                                                     brain._template()), MEASURE_SIZE)
+                                                     brain.load_template()), MEASURE_SIZE)
         pairs.append((tissues > 0, tissues == brain.TISSUE_LABELS["ventricles"]))
     return VentricleAtlas.from_label_maps(pairs)
 
@@ -233,7 +233,7 @@ def _measure_sweep(base: brain.BrainFactors, name: str, values: list[float], atl
     from AttriVAELib.cohorts.brain.measure import measure_brain
     from AttriVAELib.data.io import Volume
 
-    levels = (brain._template().csf_intensity, brain._template().gm_intensity)
+    levels = (brain.load_template().csf_intensity, brain.load_template().gm_intensity)
     geometry = brain.geometry_for_size(MEASURE_SIZE)
     return [measure_brain(Volume(brain.render_factors(replace(base, **{name: v}), MEASURE_SIZE)[0], geometry),
                           levels, atlas) for v in values]

@@ -206,12 +206,31 @@ def test_sub_module_layer_and_inference_mode_input(net64, x64):
     assert maps.shape == (1, K, 4, 4, 4)
 
 
-def test_gradcam_maps_from_encodings_on_the_input_grid(tiny_run, tmp_path):
+def _positive_model(size: int = 16):
+    """An untrained AttriVAEModel whose attribute and classifier Grad-CAM maps are > 0 by construction.
+
+    Every weight from the image to μ and to the logit is made ≥ 0 and BatchNorm keeps its initial
+    eval statistics (a positive scale): on an image ≥ 0 every activation and every gradient is ≥ 0,
+    so each map Σ_c w_c·F_c is ≥ 0 and is > 0 where the features are. No sum cancels, so this holds
+    whatever the kernels' rounding (a barely trained model's maps can be all zero on one CPU and not
+    on another).
+    """
     from AttriVAELib.inference.model import AttriVAEModel
+
+    torch.manual_seed(0)
+    net = AttriVAE(ModelConfig(input_size=size, latent_dim=8, num_regularized=K, width=0.5, num_classes=2))
+    with torch.no_grad():
+        for module in (net.encoder, net.encoder_fc, net.fc_mu, net.classifier):
+            for p in module.parameters():
+                p.abs_()
+    return AttriVAEModel(net.eval(), {"preprocess": {"size": size}}, device="cpu")
+
+
+def test_gradcam_maps_from_encodings_on_the_input_grid(tmp_path):
     from AttriVAELib.data.io import Geometry, Volume
     from AttriVAELib.cohorts.phantom.generator import render_factors, sample_factors
 
-    model = AttriVAEModel.load(tiny_run, device="cpu")
+    model = _positive_model()
     array = render_factors(sample_factors(2, seed=4), 32)[0][3:27]  # (24, 32, 32)
     c, s = np.cos(0.4), np.sin(0.4)
     source = Geometry(size=(32, 32, 24), spacing=(2.0, 2.5, 4.0), origin=(5.0, -3.0, 7.0),
@@ -220,8 +239,13 @@ def test_gradcam_maps_from_encodings_on_the_input_grid(tiny_run, tmp_path):
     encs = model.encode_batch([image, image])
     maps = gradcam_maps(model, encs, layer="conv1")
     assert maps.shape == (2, model.num_regularized, model.input_size, model.input_size, model.input_size)
-    assert torch.allclose(maps[0], maps[1])
+    assert maps.dtype == torch.float32 and bool((maps >= 0).all())
+    assert bool((maps.amax(dim=(2, 3, 4)) > 0).all())  # every map of every sample: not an empty comparison
+    # The same image twice in a batch: the same maps (float32, two batch positions).
+    torch.testing.assert_close(maps[0], maps[1], rtol=0, atol=1e-5 * float(maps.abs().max()))
     vol = model.to_input_grid(maps[0, 0], encs[0])
     assert vol.geometry.allclose(source, atol=1e-6) and vol.array.shape == source.shape
+    assert vol.array.max() > 0  # the map lands on the input grid
     cls = gradcam_maps(model, encs[:1], kind="classifier", layer="conv1")
     assert cls.shape == (1, 1, model.input_size, model.input_size, model.input_size)
+    assert float(cls.max()) > 0

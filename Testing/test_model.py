@@ -249,6 +249,22 @@ def test_select_device_and_autocast():
     assert dtype == (torch.bfloat16 if bf16_supported(cpu) else torch.float32)
 
 
+def test_no_bf16_autocast_without_native_bf16(monkeypatch):
+    """What an AVX2-only CPU (no AVX-512-bf16, no AMX) gets, on any CPU: the default autocast is off
+    (float32), the device line says so, and bf16 can still be forced (emulated)."""
+    from AttriVAELib.nn import fastpath
+
+    monkeypatch.setattr(fastpath, "cpu_bf16_flags", lambda: ())
+    cpu = torch.device("cpu")
+    assert not fastpath.bf16_supported(cpu)
+    assert "no native bf16: fp32" in fastpath.describe_device(cpu)
+    lin = nn.Linear(4, 4)
+    with fastpath.autocast_context(cpu):
+        assert lin(torch.rand(2, 4)).dtype == torch.float32
+    with fastpath.autocast_context(cpu, enabled=True):
+        assert lin(torch.rand(2, 4)).dtype == torch.bfloat16
+
+
 def test_channels_last_helpers():
     model = to_channels_last(_small())
     assert model.encoder.conv1.conv.weight.is_contiguous(memory_format=CL)

@@ -1,4 +1,4 @@
-"""AttriVAELib.slicer_logic (the Slicer module's GUI-free logic) against a real MRML scene.
+"""AttriVAELib.slicer (the Slicer module's GUI-free logic) against a real MRML scene.
 
 Uses the slicer-core wheel's ``vtkMRMLScene`` (no mocks of MRML) and the ``tiny_run``
 checkpoint (16³, latent 8, K = 4, binary classifier).
@@ -19,10 +19,10 @@ slicer = pytest.importorskip("slicer", reason="needs the slicer-core wheel (pip 
 vtk = pytest.importorskip("vtk")
 from mrml_helpers import ijk_to_ras, raw_node  # noqa: E402
 
-from AttriVAELib.slicer import mrml  # noqa: E402
-from AttriVAELib.slicer import session as sl  # noqa: E402
 from AttriVAELib.core.errors import AttriVAEError, CheckpointError, ConfigError, InputError  # noqa: E402
 from AttriVAELib.data.io import Geometry, Volume  # noqa: E402
+from AttriVAELib.slicer import demo_model, mrml, requirements, training_process  # noqa: E402
+from AttriVAELib.slicer.outputs import NODE_NAMES  # noqa: E402
 from AttriVAELib.slicer.session import AttriVAESession  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -128,7 +128,7 @@ def test_encode_summary_and_reconstruction_on_input_grid(session, input_node, sc
     assert dims[-1]["label"].startswith(f"dim {model.latent_size - 1} (latent): ")
 
     recon = session.update_reconstruction()
-    assert recon.GetName() == sl.NODE_NAMES["reconstruction"]
+    assert recon.GetName() == NODE_NAMES["reconstruction"]
     assert_same_grid(recon, input_node)
     values = array_of(recon)
     assert np.isfinite(values).all() and values.std() > 0
@@ -161,8 +161,9 @@ def test_attention_heatmaps_one_node_each_with_inferno_display(session, input_no
     session.encode(input_node)
     maps = session.attention(threshold=0.3, opacity=0.6)
     assert set(maps) == {*session.model.attribute_names, "classifier"}
+    assert session.heatmap_names == list(maps) and not session.heatmap_signed
     for name, node in maps.items():
-        assert node.GetName() == f"{sl.NODE_NAMES['heatmap']}: {name}"
+        assert node.GetName() == f"{NODE_NAMES['heatmap']}: {name}"
         assert_same_grid(node, input_node)
         values = array_of(node)
         assert np.isfinite(values).all() and values.min() >= -1e-6 and values.max() <= 1 + 1e-6
@@ -184,6 +185,7 @@ def test_attention_heatmaps_one_node_each_with_inferno_display(session, input_no
     one_line(exc, "nope")
 
     signed = session.attention(relu=False)
+    assert session.heatmap_signed
     values = array_of(signed[session.model.attribute_names[0]])
     assert values.min() >= -1 - 1e-6 and values.max() <= 1 + 1e-6
     assert signed["classifier"].GetDisplayNode().GetColorNode().GetName() == "ColdToHotRainbow"
@@ -191,8 +193,9 @@ def test_attention_heatmaps_one_node_each_with_inferno_display(session, input_no
 
 def test_counterfactual_difference_is_signed_and_on_input_grid(session, input_node):
     session.encode(input_node)
+    assert session.counterfactual_lines() == []
     node = session.counterfactual("other_class")
-    assert node.GetName() == sl.NODE_NAMES["difference"]
+    assert node.GetName() == NODE_NAMES["difference"]
     assert_same_grid(node, input_node)
     values = array_of(node)
     assert np.isfinite(values).all()
@@ -201,6 +204,10 @@ def test_counterfactual_difference_is_signed_and_on_input_grid(session, input_no
     assert display.GetWindowLevelMin() == pytest.approx(-display.GetWindowLevelMax())
     summary = session.last_counterfactual
     assert summary["dims"] and len(summary["probabilities_counterfactual"]) == 2
+    lines = session.counterfactual_lines()
+    assert lines[0] == "Moved: " + ", ".join(summary["moved"]) and len(lines) == 2
+    assert lines[1] == "Class probabilities after: " + ", ".join(
+        f"{p:.3f}" for p in summary["probabilities_counterfactual"])
 
     name = session.model.attribute_names[2]
     again = session.counterfactual(("attribute", name, session.summary()["attributes"][2]["range"][1]))
@@ -312,6 +319,103 @@ def test_nothing_loaded_or_encoded(scene, input_node, loaded_model):
         AttriVAESession(None)
 
 
+# ---------------------------------------------------------------------------------- what the panel reads
+
+
+def test_read_only_state_before_and_after_encoding(scene, input_node, loaded_model, tiny_run):
+    fresh = AttriVAESession(scene)
+    assert fresh.scene is scene and not fresh.has_model and not fresh.has_encoding
+    assert fresh.latent_size == 0 and fresh.model_description == "" and fresh.heatmap_names == []
+    assert fresh.input_node is None and fresh.mask_node is None and fresh.traversal_browser is None
+    assert not fresh.is_loaded(tiny_run, "cpu") and fresh.pop_messages() == []
+    fresh.model, fresh.model_location = loaded_model
+    fresh.device_request = "cpu"
+    assert fresh.has_model and not fresh.has_encoding
+    assert fresh.is_loaded(tiny_run, "cpu") and fresh.is_loaded(f" {tiny_run} ", "CPU")
+    assert not fresh.is_loaded(tiny_run, "auto") and not fresh.is_loaded("demo", "cpu")
+    assert fresh.latent_size == fresh.model.latent_size == 8
+    assert fresh.model_description == fresh.model.describe() and "16³" in fresh.model_description
+    with pytest.raises(ConfigError):
+        fresh.slider_specs()
+    fresh.encode(input_node)
+    assert fresh.has_encoding and fresh.input_node is input_node and fresh.mask_node is None
+    for name in ("scene", "input_node", "mask_node", "traversal_browser", "heatmap_signed", "has_model",
+                 "has_encoding", "latent_size", "model_description", "heatmap_names"):
+        with pytest.raises(AttributeError):
+            setattr(fresh, name, None)  # read-only properties
+    fresh.set_cpu_fallback(1)
+    assert fresh.fallback_to_cpu is True
+
+
+def test_slider_specs_follow_the_latent_vector(session, input_node):
+    session.encode(input_node)
+    model = session.model
+    specs = session.slider_specs()
+    assert [s.dim for s in specs] == list(range(model.latent_size))
+    assert [s.regularized for s in specs] == [d < model.num_regularized for d in range(model.latent_size)]
+    for spec, (lo, hi) in zip(specs, session.slider_ranges()):
+        assert (spec.minimum, spec.maximum) == (lo, hi) and spec.minimum <= spec.value <= spec.maximum
+        assert spec.value == pytest.approx(spec.mu) and spec.step == pytest.approx((hi - lo) / 200)
+        assert spec.label == session.dim_label(spec.dim, spec.value)
+    assert (specs[0].name, specs[0].unit) == (model.attribute_names[0], model.attribute_units[0])
+    assert (specs[-1].name, specs[-1].unit) == (f"dim {model.latent_size - 1}", "")
+    free = model.latent_size - 1
+    session.set_latents({1: specs[1].maximum, free: specs[free].minimum})
+    moved = session.slider_specs()
+    assert moved[1].value == pytest.approx(specs[1].maximum, abs=1e-5) and moved[1].mu == specs[1].mu
+    assert moved[free].label == session.dim_label(free, moved[free].value) != specs[free].label
+    assert [s.value for s in moved[2:free]] == pytest.approx([s.value for s in specs[2:free]])
+    session.reset()
+    assert session.slider_specs() == specs
+
+
+def test_summary_lines_show_the_class_and_the_attributes(session, input_node):
+    session.encode(input_node)
+    summary = session.summary()
+    lines = session.summary_lines()
+    probabilities = ", ".join(f"{name}: {p:.3f}" for name, p in summary["probabilities"].items())
+    assert lines[0] == f"Predicted class: {summary['predicted_label']} ({probabilities})"
+    assert len(lines) == 1 + len(session.model.attribute_names)
+    for line, item in zip(lines[1:], summary["attributes"]):
+        assert line == f"{item['name']}: {item['estimate']:.4g} {item['unit']}"  # unchanged: no arrow
+    # (the tiny model's calibration is flat; the arrow after a slider move is checked on the demo model)
+
+
+def test_choices_and_defaults_for_the_traversal_and_counterfactual_boxes(session, input_node):
+    session.encode(input_node)
+    model = session.model
+    names, units, size = model.attribute_names, model.attribute_units, model.latent_size
+    choices = session.dimension_choices()
+    assert [dim for _, dim in choices] == list(range(size))
+    assert choices[0][0] == f"{names[0]} ({units[0]})" and choices[-1][0] == f"dim {size - 1}"
+    assert session.dimension_choices(attributes_only=True) == [(f"{n} ({u})", k) for k, (n, u) in
+                                                                enumerate(zip(names, units))]
+    ranges = session.slider_ranges()
+    assert session.traversal_range(1) == pytest.approx(ranges[1])
+    assert session.traversal_range(1, "attribute") == pytest.approx(model.calibration.value_range(1))
+    assert session.traversal_range(size - 1, "attribute") == pytest.approx(ranges[size - 1])  # a free dim
+    assert session.attribute_estimate(2) == pytest.approx(float(session.encoding.attributes[2]))
+    assert session.attribute_estimate(size - 1) is None
+
+
+def test_close_scene_forgets_the_input_and_keeps_the_model(session, input_node, scene):
+    session.encode(input_node)
+    recon = session.ensure_reconstruction()
+    assert recon.GetID() == session.reconstruction_node.GetID()
+    assert session.ensure_reconstruction().GetID() == recon.GetID()  # reused, not decoded again
+    scene.RemoveNode(recon)
+    again = session.ensure_reconstruction()  # gone from the scene: decoded into a new node
+    assert recon.GetScene() is None and again.GetScene() is not None
+    assert_same_grid(again, input_node)
+    session.traversal(0, -1.0, 1.0, 2)
+    session.close_scene()
+    assert session.has_model and not session.has_encoding and session.input_node is None
+    assert session.heatmap_names == [] and session.traversal_browser is None
+    assert session.counterfactual_lines() == [] and session.reconstruction_node is None
+    with pytest.raises(ConfigError):
+        session.ensure_reconstruction()
+
+
 def test_checkpoint_problems(scene, tiny_run, tmp_path):
     session = AttriVAESession(scene)
     tampered = tmp_path / "tampered"
@@ -336,7 +440,7 @@ def test_checkpoint_problems(scene, tiny_run, tmp_path):
 
 
 def test_demo_model_missing_and_found(scene, tiny_run, tmp_path, monkeypatch):
-    monkeypatch.delenv(sl.DEMO_MODEL_ENV, raising=False)
+    monkeypatch.delenv(demo_model.DEMO_MODEL_ENV, raising=False)
     empty = tmp_path / "DemoModel"
     empty.mkdir()
     with pytest.raises(CheckpointError) as exc:
@@ -346,11 +450,13 @@ def test_demo_model_missing_and_found(scene, tiny_run, tmp_path, monkeypatch):
 
     for name in ("model.safetensors", "model.json"):
         shutil.copy(tiny_run / name, empty / name)
-    monkeypatch.setenv(sl.DEMO_MODEL_ENV, str(empty))
-    assert sl.find_demo_model() == empty
+    monkeypatch.setenv(demo_model.DEMO_MODEL_ENV, str(empty))
+    assert demo_model.find_demo_model() == empty
     session = AttriVAESession(scene)
     description = session.load_model("demo", "cpu")
     assert "16³" in description and session.model_location == "demo"
+    assert session.is_loaded("demo", "cpu") and session.is_loaded(" Demo ", "CPU")
+    assert not session.is_loaded("demo", "auto") and not session.is_loaded(tiny_run, "cpu")
 
 
 def test_device_choice_and_cpu_fallback(scene, tiny_run, input_node, loaded_model, monkeypatch):
@@ -376,11 +482,13 @@ def test_device_choice_and_cpu_fallback(scene, tiny_run, input_node, loaded_mode
     with pytest.raises(ConfigError) as exc:
         session.set_latent(0, 0.5)
     one_line(exc, "out of GPU memory", "cpu")
-    session.fallback_to_cpu = True
+    session.set_cpu_fallback(True)
     monkeypatch.setattr(model, "device", torch.device("cuda"), raising=False)
     node = session.set_latent(0, 0.5)
     assert session.model is not model and session.model.device.type == "cpu"
-    assert "CPU" in session.messages[-1] and np.isfinite(array_of(node)).all()
+    messages = session.pop_messages()
+    assert "CPU" in messages[-1] and np.isfinite(array_of(node)).all()
+    assert session.pop_messages() == []
 
 
 # ---------------------------------------------------------------------------------- training process
@@ -388,31 +496,32 @@ def test_device_choice_and_cpu_fallback(scene, tiny_run, input_node, loaded_mode
 
 def test_training_command_checks_inputs(tiny_cohort, tmp_path):
     out = tmp_path / "run"
-    command = sl.training_command(tiny_cohort, out, preset="fast_cpu", epochs=3, device="cpu", python="py")
+    command = training_process.training_command(tiny_cohort, out, preset="fast_cpu", epochs=3, device="cpu",
+                                                python="py")
     assert command[:4] == ["py", "-m", "AttriVAELib.cli", "train"]
     assert command[command.index("--epochs") + 1] == "3" and "--quiet" in command
     with pytest.raises(ConfigError) as exc:
-        sl.training_command("", out)
+        training_process.training_command("", out)
     one_line(exc, "manifest")
     with pytest.raises(ConfigError):
-        sl.training_command(tmp_path / "missing", out)
+        training_process.training_command(tmp_path / "missing", out)
     (out / "x").parent.mkdir()
     (out / "x").write_text("")
     with pytest.raises(ConfigError) as exc:
-        sl.training_command(tiny_cohort, out)
+        training_process.training_command(tiny_cohort, out)
     one_line(exc, "not empty")
     with pytest.raises(ConfigError):
-        sl.training_command(tiny_cohort, tmp_path / "new", preset="nope")
+        training_process.training_command(tiny_cohort, tmp_path / "new", preset="nope")
     with pytest.raises(ConfigError):
-        sl.training_command(tiny_cohort, tmp_path / "new", epochs=0)
-    env = sl.training_environment({"PYTHONPATH": "/x"})
+        training_process.training_command(tiny_cohort, tmp_path / "new", epochs=0)
+    env = training_process.training_environment({"PYTHONPATH": "/x"})
     assert env["PYTHONPATH"].split(":")[0] == str(ROOT) and env["PYTHONUNBUFFERED"] == "1"
 
 
 def test_parse_training_progress():
-    assert sl.parse_training_progress("epoch 3/60  train 12.0  total 4.000  1.2s") == (3, 60)
-    assert sl.parse_training_progress("resuming /r after epoch 7 of 20") == (7, 20)
-    assert sl.parse_training_progress("device: CPU") is None
+    assert training_process.parse_training_progress("epoch 3/60  train 12.0  total 4.000  1.2s") == (3, 60)
+    assert training_process.parse_training_progress("resuming /r after epoch 7 of 20") == (7, 20)
+    assert training_process.parse_training_progress("device: CPU") is None
 
 
 def _wait(process, seconds: float = 20.0) -> list[str]:
@@ -426,14 +535,15 @@ def _wait(process, seconds: float = 20.0) -> list[str]:
 
 def test_training_process_streams_output_and_progress():
     script = "import sys\nfor e in range(1, 4):\n    print(f'epoch {e}/3  train 1.0', file=sys.stderr)\nprint('done')"
-    process = sl.TrainingProcess([sys.executable, "-c", script])
+    process = training_process.TrainingProcess([sys.executable, "-c", script])
     lines = _wait(process)
     assert lines == ["epoch 1/3  train 1.0", "epoch 2/3  train 1.0", "epoch 3/3  train 1.0", "done"]
     assert process.progress == (3, 3) and process.returncode == 0 and not process.cancelled
 
 
 def test_training_process_cancel_stops_it_quickly():
-    process = sl.TrainingProcess([sys.executable, "-c", "import time\nprint('started', flush=True)\ntime.sleep(60)"])
+    sleeper = "import time\nprint('started', flush=True)\ntime.sleep(60)"
+    process = training_process.TrainingProcess([sys.executable, "-c", sleeper])
     end = time.monotonic() + 10
     while not process.poll() and time.monotonic() < end:
         time.sleep(0.02)
@@ -443,14 +553,14 @@ def test_training_process_cancel_stops_it_quickly():
     assert time.monotonic() - start < 5
     assert process.cancelled and process.returncode not in (None, 0) and not process.running
     with pytest.raises(ConfigError):
-        sl.TrainingProcess(["/nonexistent/python-for-attrivae"])
+        training_process.TrainingProcess(["/nonexistent/python-for-attrivae"])
 
 
 def test_requirements_list_matches_the_package():
     text = (ROOT / "pyproject.toml").read_text()
-    for requirement, _module in sl.SLICER_REQUIREMENTS:
+    for requirement, _module in requirements.SLICER_REQUIREMENTS:
         assert f'"{requirement}"' in text, requirement
-    assert sl.missing_requirements() == []
+    assert requirements.missing_requirements() == []
 
 
 def test_old_torch_counts_as_missing(monkeypatch):
@@ -458,17 +568,17 @@ def test_old_torch_counts_as_missing(monkeypatch):
 
     real = importlib.metadata.version
     monkeypatch.setattr(importlib.metadata, "version", lambda name: "2.0.1+cu118" if name == "torch" else real(name))
-    assert sl.missing_requirements() == [sl.TORCH_REQUIREMENT]
+    assert requirements.missing_requirements() == [requirements.TORCH_REQUIREMENT]
     monkeypatch.setattr(importlib.metadata, "version", lambda name: "2.10.0" if name == "torch" else real(name))
-    assert sl.missing_requirements() == []
+    assert requirements.missing_requirements() == []
 
 
 def test_shipped_demo_model_works_offline(scene, monkeypatch):
     """The extension's built-in model: found in the source tree, needs no training data."""
     from AttriVAELib.cohorts.phantom.generator import geometry_for_size, render_factors, sample_factors, to_stored_intensity
 
-    monkeypatch.delenv(sl.DEMO_MODEL_ENV, raising=False)
-    folder = sl.find_demo_model()
+    monkeypatch.delenv(demo_model.DEMO_MODEL_ENV, raising=False)
+    folder = demo_model.find_demo_model()
     assert folder == ROOT / "AttriVAE" / "Resources" / "DemoModel"
     session = AttriVAESession(scene)
     session.load_model("demo", "cpu")
@@ -484,6 +594,11 @@ def test_shipped_demo_model_works_offline(scene, monkeypatch):
     probabilities = list(summary["probabilities"].values()) if isinstance(summary.get("probabilities"), dict) \
         else list(session.encoding.probabilities)
     assert probabilities[1] > 0.5
+    lines = session.summary_lines()
+    assert len(lines) == 5 and not any("→" in line for line in lines)
+    session.set_latent("volume_ml", model.calibration.value_range(0)[1], units="attribute")
+    moved = session.summary_lines()[1]
+    assert moved.startswith(lines[1] + " → ") and moved.endswith(" mL")
     difference = session.counterfactual("other_class")
     assert session.last_counterfactual["method"] == "class_mean"
     assert_same_grid(difference, node)

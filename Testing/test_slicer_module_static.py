@@ -141,6 +141,92 @@ def test_methods_are_camel_case():
                     "_" not in stmt.name.lstrip("_") or stmt.name.startswith("test_")), f"{name}.{stmt.name}"
 
 
+# ---------------------------------------------------------------------------------- the session facade
+
+#: Calls that return the session (``self.logic.getSession()``, the widget's ``self._session()``).
+SESSION_GETTERS = {"getSession", "_session"}
+
+
+def _is_session(expr: ast.AST) -> bool:
+    """``session``, ``<anything>.session`` or a call of a session getter."""
+    if isinstance(expr, ast.Name):
+        return expr.id == "session"
+    if isinstance(expr, ast.Attribute):
+        return expr.attr == "session"
+    return isinstance(expr, ast.Call) and isinstance(expr.func, ast.Attribute) and expr.func.attr in SESSION_GETTERS
+
+
+def session_access_problems(source: str, public_api: set[str] | None = None) -> list[str]:
+    """Places where ``source`` reaches into a session instead of using its public methods/properties.
+
+    Flags ``session._x`` (a private name), ``session.a.b`` and ``session.a[i]`` (a chain deeper
+    than ``session.<name>``), assignments to ``session.a``, and with ``public_api`` any name that
+    is not one of its methods or properties (e.g. the raw fields ``model``, ``encoding``, ``latent``).
+    Returns "line: code: why" strings; also the number of session accesses seen, as the last item.
+    """
+    tree = ast.parse(source)
+    parents = {child: node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
+    problems, seen = [], 0
+    for node in ast.walk(tree):
+        if not (isinstance(node, ast.Attribute) and _is_session(node.value)):
+            continue
+        seen += 1
+        parent = parents.get(node)
+        why = []
+        if node.attr.startswith("_"):
+            why.append("private name")
+        if isinstance(parent, (ast.Attribute, ast.Subscript)) and parent.value is node:
+            why.append("reaches into a field (chain deeper than session.<name>)")
+        if isinstance(node.ctx, (ast.Store, ast.Del)):
+            why.append("writes a session attribute")
+        if public_api is not None and not node.attr.startswith("_") and node.attr not in public_api:
+            why.append("not a public method or property of AttriVAESession")
+        if why:
+            code = ast.unparse(parent if isinstance(parent, (ast.Attribute, ast.Subscript)) else node)
+            problems.append(f"{node.lineno}: {code}: {', '.join(why)}")
+    return sorted(problems, key=lambda text: int(text.split(":")[0])) + [seen]
+
+
+def session_public_api() -> set[str]:
+    """Public methods and properties of AttriVAESession (not its instance fields)."""
+    import inspect
+
+    from AttriVAELib.slicer.session import AttriVAESession
+
+    return {name for name in dir(AttriVAESession) if not name.startswith("_")
+            and (callable(inspect.getattr_static(AttriVAESession, name))
+                 or isinstance(inspect.getattr_static(AttriVAESession, name), property))}
+
+
+def test_module_uses_only_the_public_session_api():
+    """The widget, logic and test classes read the session through its public methods and read-only
+    properties: no private names, no ``session.model.config`` or ``session.latent[0]``, no writes."""
+    *problems, seen = session_access_problems(SOURCE, session_public_api())
+    assert not problems, "AttriVAE.py reaches into the session:\n" + "\n".join(problems)
+    assert seen >= 30  # the check sees the session accesses (self.logic.session, getSession(), ...)
+
+
+def test_the_session_access_check_catches_each_kind_of_reach():
+    bad = """
+def f(self, session):
+    session.model.config
+    self.logic.session._class_stats
+    self.logic.getSession().latent[0]
+    session.fallback_to_cpu = True
+    session.messages.clear()
+    self._session().encoding
+    widget.logic.session.has_encoding
+    session.summary_lines()
+"""
+    *problems, seen = session_access_problems(bad, session_public_api())
+    assert seen == 8
+    assert [p.split(":")[0] for p in problems] == ["3", "4", "5", "6", "7", "8"], problems
+    assert "private" in problems[1] and "chain deeper" in problems[2] and "writes" in problems[3]
+    assert "not a public method" in problems[5]
+    assert {"has_model", "has_encoding", "slider_specs", "summary_lines", "pop_messages"} <= session_public_api()
+    assert not {"model", "encoding", "latent", "messages"} & session_public_api()
+
+
 # ---------------------------------------------------------------------------------- .ui file
 
 
@@ -203,9 +289,9 @@ def test_parameter_names_match_the_parameter_node_and_can_be_bound():
 
 def test_choices_mirror_the_engine():
     from AttriVAELib.nn.model import ENCODER_LAYER_NAMES
+    from AttriVAELib.slicer import DEVICE_CHOICES, NODE_NAMES
     from AttriVAELib.slicer.mrml import BUILTIN_COLORMAPS, PARAMETER_PREFIX, PARAMETER_SINGLETON_TAG, ROLE_ATTRIBUTE
     from AttriVAELib.train.presets import PRESETS
-    from AttriVAELib.slicer.session import DEVICE_CHOICES, NODE_NAMES
 
     assert tuple(module_constant("DEVICE_CHOICES")) == DEVICE_CHOICES
     assert tuple(module_constant("LAYER_CHOICES")) == ("auto", *ENCODER_LAYER_NAMES)
@@ -325,4 +411,4 @@ def test_logic_delegates_to_the_session_on_a_real_scene(monkeypatch, tiny_run):
     logic.saveState()
     assert logic.hasSavedState()
     logic.closeSession()
-    assert logic.session.encoding is None and logic.session.model is not None
+    assert not logic.session.has_encoding and logic.session.has_model

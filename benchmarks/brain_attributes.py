@@ -74,7 +74,7 @@ def fidelity(rows: list[dict]) -> dict:
                 "max_abs_error": float(np.abs(values - truth).max()),
                 "mean_abs_error": float(np.abs(values - truth).mean())}
 
-    template_ml = brain._template().maps["mask"].sum(dtype=np.float64) / 1000.0
+    template_ml = brain.load_template().maps["mask"].sum(dtype=np.float64) / 1000.0
     return {
         "ventricle_volume_ml vs target": pair("ventricle_volume_ml", [r["target_ventricle_volume_ml"] for r in rows]),
         "cortical_thickness_mm vs target": pair("cortical_thickness_mm",
@@ -105,7 +105,7 @@ def timing(sizes: list[int], subjects: int) -> dict:
     out = {}
     with tempfile.TemporaryDirectory() as tmp:
         for size in sizes:
-            brain._smoothed_maps(brain._blur_sigma(brain.geometry_for_size(size)))  # per-process, once
+            brain.smoothed_maps(brain._blur_sigma(brain.geometry_for_size(size)))  # per-process, once
             start = time.perf_counter()
             brain.generate_brain_cohort(Path(tmp) / str(size), n=subjects, size=size, workers=1, progress=False)
             out[size] = (time.perf_counter() - start) / subjects
@@ -123,7 +123,7 @@ def main() -> int:
     args = parser.parse_args()
 
     start = time.perf_counter()
-    brain._template()
+    brain.load_template()
     prepared = time.perf_counter() - start
     brain._calibration()
     calibrated = time.perf_counter() - start - prepared

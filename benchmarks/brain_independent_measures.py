@@ -32,7 +32,8 @@ from AttriVAELib.cohorts.brain.measure import brain_mask, cohort_levels, tissue_
 from AttriVAELib.cohorts.registry import get_cohort  # noqa
 from AttriVAELib.data.cohort_files import read_cohort_info  # noqa: E402
 from AttriVAELib.core.errors import AttriVAEError  # noqa: E402
-from AttriVAELib.evaluate.evaluation import _evaluation_records, _rho  # noqa: E402
+from AttriVAELib.evaluate.evaluation import evaluation_records  # noqa: E402
+from AttriVAELib.evaluate.fidelity import spearman_rho  # noqa: E402
 from AttriVAELib.inference.model import AttriVAEModel  # noqa: E402
 from AttriVAELib.data.io import Volume  # noqa: E402
 
@@ -72,7 +73,7 @@ def main() -> int:
     args = parser.parse_args()
 
     model = AttriVAEModel.load(args.run, device="cpu")
-    manifest, records, _ = _evaluation_records(model, None, "test")
+    manifest, records, _ = evaluation_records(model, None, "test")
     info = read_cohort_info(manifest.root)
     if get_cohort(info.get("generator")).name != "brain":
         parser.error(f"{args.run} was not trained on a synth-brain cohort")
@@ -107,8 +108,8 @@ def main() -> int:
     print(f"{'measure':<12} {'ρ input':>8} {'ρ recon':>8} {'ρ traversal':>12} {'gain':>6}")
     for n in names:
         spread = float(np.subtract(*np.percentile([m[n] for m in inputs], [95, 5])))
-        print(f"{n:<12} {_rho(np.asarray(t), [m[n] for m in inputs]):>+8.2f} {_rho(np.asarray(t), [m[n] for m in recons]):>+8.2f} "
-              f"{_rho(np.asarray(xs), pooled[n]):>+12.2f} {np.median(changes[n]) / spread:>6.2f}")
+        print(f"{n:<12} {spearman_rho(np.asarray(t), [m[n] for m in inputs]):>+8.2f} {spearman_rho(np.asarray(t), [m[n] for m in recons]):>+8.2f} "
+              f"{spearman_rho(np.asarray(xs), pooled[n]):>+12.2f} {np.median(changes[n]) / spread:>6.2f}")
     return 0
 
 

@@ -38,7 +38,7 @@ from AttriVAELib.cohorts.brain import generator as brain  # noqa: E402
 from AttriVAELib.core.atomic import write_json  # noqa: E402
 from AttriVAELib.cohorts.brain.measure import BrainMeasure, VentricleAtlas  # noqa: E402
 from AttriVAELib.core.errors import AttriVAEError  # noqa: E402
-from AttriVAELib.evaluate.evaluation import _rho as rho  # noqa: E402  (Spearman ρ, 0 where a side is constant)
+from AttriVAELib.evaluate.fidelity import spearman_rho as rho  # noqa: E402  (Spearman ρ, 0 where a side is constant)
 from AttriVAELib.data.io import Volume  # noqa: E402
 from AttriVAELib.data.preprocessing import PreprocessSpec, preprocess, to_source_grid  # noqa: E402
 
@@ -90,7 +90,7 @@ def main() -> int:
             parser.error(f"--sizes: {size} is not a multiple of 16 between {brain.MIN_SIZE} and {brain.MAX_SIZE}")
 
     indices = healthy_indices(args.n, args.seed)
-    template = brain._template()
+    template = brain.load_template()
     levels = (template.csf_intensity, template.gm_intensity)
     label = brain.TISSUE_LABELS["ventricles"]
     results: dict[str, dict] = {}

@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from AttriVAELib.cohorts.brain import generator as brain  # noqa: E402
 from AttriVAELib.core.errors import AttriVAEError  # noqa: E402
 from AttriVAELib.cohorts.registry import cohort_kind  # noqa: E402
-from AttriVAELib.evaluate.evaluation import _evaluation_records  # noqa: E402
+from AttriVAELib.evaluate.evaluation import evaluation_records  # noqa: E402
 from AttriVAELib.inference.model import AttriVAEModel  # noqa: E402
 from AttriVAELib.data.io import Volume, write_image  # noqa: E402
 
@@ -58,7 +58,7 @@ def main() -> int:
     args = parser.parse_args()
 
     model = AttriVAEModel.load(args.run, device="cpu")
-    manifest, records, _ = _evaluation_records(model, None, "test")
+    manifest, records, _ = evaluation_records(model, None, "test")
     kind = cohort_kind(manifest)
     if kind.name != "brain":
         parser.error(f"{args.run} was not trained on a synth-brain cohort")

@@ -1,7 +1,7 @@
 """Render the extension's screenshots from a real MRML scene (slicer-core wheel, no Slicer GUI).
 
 Builds a ``slicer.vtkMRMLScene``, loads a phantom of a synthetic cohort as a volume node, and
-runs the module's logic (``AttriVAELib.slicer.session.AttriVAESession``): encode, attention
+runs the module's logic (``AttriVAELib.slicer.AttriVAESession``): encode, attention
 (Grad-CAM) and traversals. It then draws what the slice views would show, from the nodes
 themselves: each view reslices the node arrays through their IJKToRAS matrices with Slicer's
 view orientations (axial/Red, sagittal/Yellow, coronal/Green), and heatmaps are coloured with
@@ -154,8 +154,7 @@ def half_extent(node) -> float:
 def run_logic(run: Path, cohort: Path, subject: str | None, steps: int, layer: str = "auto"):
     import slicer
 
-    from AttriVAELib.slicer import mrml
-    from AttriVAELib.slicer.session import AttriVAESession
+    from AttriVAELib.slicer import AttriVAESession, mrml
 
     scene = slicer.vtkMRMLScene()
     row = pick_subject(cohort, subject)

@@ -61,6 +61,10 @@ sources of disentanglement in VAEs", NeurIPS 2018; A. Kumar, P. Sattigeri, A. Ba
 ICLR 2018; K. Ridgeway, M. C. Mozer, "Learning deep disentangled embeddings with the
 F-statistic loss", NeurIPS 2018; C. Eastwood, C. K. I. Williams, "A framework for the
 quantitative evaluation of disentangled representations", ICLR 2018.
+
+Why one long module: every metric here is one formula over the same two matrices (μ and the
+attributes) and shares the same estimators (kNN and binned mutual information, entropies,
+the top-two gaps) and input checks; splitting them would scatter those private helpers.
 """
 
 from __future__ import annotations

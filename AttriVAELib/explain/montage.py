@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import io
 import os
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from AttriVAELib.inference.encoding import Encoding
 
 __all__ = ["cube_centre_index", "orthogonal_slices", "montage_png", "save_montage", "save_strip", "strip_png",
            "peak_index", "figure_png"]
@@ -157,7 +160,7 @@ def figure_png(fig, dpi: int = 90) -> bytes:
     return buf.getvalue()
 
 
-def cube_centre_index(enc) -> tuple[int, int, int]:
+def cube_centre_index(enc: Encoding) -> tuple[int, int, int]:
     """(k, j, i) input-grid index nearest to the centre of the model cube (clamped to the grid)."""
     model_geo, source = enc.mapping.model, enc.mapping.source
     centre = model_geo.index_to_physical((np.asarray(model_geo.size, dtype=np.float64) - 1) / 2.0)

@@ -7,9 +7,9 @@ from AttriVAELib.core.lazy import lazy_exports
 
 _EXPORTS = {
     "AttriVAEModel": "AttriVAELib.inference.model",
-    "Encoding": "AttriVAELib.inference.model",
-    "ImageLike": "AttriVAELib.inference.model",
-    "Dim": "AttriVAELib.inference.model",
+    "Encoding": "AttriVAELib.inference.encoding",
+    "ImageLike": "AttriVAELib.inference.encoding",
+    "Dim": "AttriVAELib.inference.encoding",
 }
 __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = lazy_exports(globals(), _EXPORTS)

@@ -27,191 +27,26 @@ Shapes: latents ``(B, L)``; model-grid volumes ``(N, N, N)`` in (z, y, x) order.
 
 from __future__ import annotations
 
-import copy
-import functools
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence, Union
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
+from AttriVAELib.inference.encoding import Dim, Encoding, ImageLike
 from AttriVAELib.nn.calibration import AttributeCalibration
 from AttriVAELib.nn.checkpoint import checkpoint_paths, load_checkpoint, split_prefix
 from AttriVAELib.core.errors import CheckpointError, ConfigError, InputError
 from AttriVAELib.data.io import Volume, read_image, read_mask
+from AttriVAELib.nn.folded_decoder import OneDNNDecoder as _OneDNNDecoder, fold_decoder as _fold_decoder
 from AttriVAELib.nn.model import AttriVAE, ModelConfig, class_probabilities
-from AttriVAELib.data.preprocessing import GridMapping, Preprocessed, PreprocessSpec, preprocess, to_source_grid
+from AttriVAELib.data.preprocessing import Preprocessed, PreprocessSpec, preprocess, to_source_grid
 
 __all__ = ["AttriVAEModel", "Encoding", "ImageLike", "Dim"]
 
-#: An image given as a :class:`Volume` or a path to a readable 3D image.
-ImageLike = Union[Volume, str, os.PathLike]
-#: A latent dimension given by index or by the name of its regularized attribute.
-Dim = Union[int, str]
-
 _UNITS = ("latent", "attribute")
-
-
-@dataclass
-class Encoding:
-    """One image encoded by :meth:`AttriVAEModel.encode`.
-
-    Attributes:
-        mu: (L,) float32 posterior mean; the deterministic latent code.
-        logvar: (L,) float32 posterior log-variance.
-        probabilities: (C,) class probabilities (C = 2 for a binary head) or None.
-        attributes: (K,) estimates of the regularized attributes in their physical units
-            (from the stored calibration) or None when the checkpoint has no calibration.
-        mapping: model grid ↔ input grid (:func:`~AttriVAELib.data.preprocessing.to_source_grid`).
-        image: (N, N, N) float32 model input in [0, 1] (the preprocessed image).
-        mask: (N, N, N) uint8 mask on the model grid, or None.
-        attribute_names, attribute_units, label_names: copied from the model, so that the
-            encoding describes itself (:meth:`to_dict`).
-    """
-
-    mu: np.ndarray
-    logvar: np.ndarray
-    probabilities: np.ndarray | None
-    attributes: np.ndarray | None
-    mapping: GridMapping
-    image: np.ndarray
-    mask: np.ndarray | None = None
-    attribute_names: list[str] = field(default_factory=list)
-    attribute_units: list[str] = field(default_factory=list)
-    label_names: list[str] = field(default_factory=list)
-
-    @property
-    def latent(self) -> np.ndarray:
-        """(L,) the latent code used for decoding and explanations (= μ)."""
-        return self.mu
-
-    @property
-    def predicted_class(self) -> int | None:
-        return None if self.probabilities is None else int(np.argmax(self.probabilities))
-
-    @property
-    def predicted_label(self) -> str | None:
-        k = self.predicted_class
-        if k is None:
-            return None
-        return self.label_names[k] if k < len(self.label_names) else str(k)
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready summary: regularized μ, attribute estimates with units, class probabilities."""
-        k = len(self.attribute_names)
-        out: dict[str, Any] = {
-            "latent_dim": int(self.mu.shape[0]),
-            "regularized": [
-                {"dim": i, "name": self.attribute_names[i], "unit": self.attribute_units[i],
-                 "mu": float(self.mu[i]), "sigma": float(np.exp(0.5 * self.logvar[i])),
-                 "estimate": None if self.attributes is None else float(self.attributes[i])}
-                for i in range(k)
-            ],
-            "mu": [float(v) for v in self.mu],
-            "logvar": [float(v) for v in self.logvar],
-        }
-        if self.probabilities is not None:
-            names = self.label_names or [str(i) for i in range(len(self.probabilities))]
-            out["probabilities"] = {str(n): float(p) for n, p in zip(names, self.probabilities)}
-            out["predicted_label"] = self.predicted_label
-        out["model_grid"] = {"size": self.mapping.model.size[0], "spacing_mm": self.mapping.spacing_mm}
-        return out
-
-
-def _fold_decoder(network: AttriVAE) -> nn.Module:
-    """An eval-only copy of the decoder with every BatchNorm folded into its convolution.
-
-    Exact up to float rounding; it removes six normalization passes over the large
-    high-resolution maps, which are a third of the decoding time on CPU.
-    """
-    from torch.nn.utils.fusion import fuse_conv_bn_eval
-
-    decoder = copy.deepcopy(network.decoder).eval()
-    for block in decoder.children():
-        if hasattr(block, "bn") and isinstance(block.bn, nn.BatchNorm3d):
-            block.conv = fuse_conv_bn_eval(block.conv, block.bn, transpose=isinstance(block.conv, nn.ConvTranspose3d))
-            block.bn = nn.Identity()
-    for p in decoder.parameters():
-        p.requires_grad_(False)
-    return decoder
-
-
-class _OneDNNDecoder(nn.Module):
-    """The folded decoder on CPU through oneDNN's fused convolution + activation kernels.
-
-    PyTorch sends batch-1 3D convolutions with small inputs (every transposed conv below the
-    last one at 80³, most layers at 32³) to its native ``slow_conv3d`` kernels, 4–50× slower
-    than oneDNN, and runs each ReLU as a separate pass over the large maps.
-    ``torch.ops.mkldnn._convolution_pointwise`` / ``_convolution_transpose_pointwise`` (the
-    kernels ``torch.compile`` uses on CPU) always use oneDNN and fuse the ReLU. The sigmoid is
-    applied separately in float32: as a oneDNN post-op it cost 4–6 ms at 80³, as a torch op 0.3 ms.
-
-    ``forward`` takes the (B, 2, n, n, n) bottleneck in the dtype to compute in (float32 or
-    bfloat16) and returns the float32 sigmoid output (B, C, N, N, N).
-    """
-
-    def __init__(self, folded: nn.Module) -> None:
-        super().__init__()
-        self.specs: list[tuple[bool, list[int], list[int], list[int], str]] = []
-        weights: dict[str, Tensor] = {}
-        blocks = list(folded.children())
-        for i, block in enumerate(blocks):
-            conv = getattr(block, "conv", block)
-            transposed = isinstance(conv, nn.ConvTranspose3d)
-            attr = "relu" if hasattr(block, "conv") else "none"
-            self.specs.append((transposed, list(conv.stride), list(conv.padding),
-                               list(getattr(conv, "output_padding", (0, 0, 0))), attr))
-            weights[f"w{i}"] = conv.weight.detach().float().contiguous(memory_format=torch.channels_last_3d)
-            weights[f"b{i}"] = conv.bias.detach().float()
-        self._weights = {torch.float32: weights}
-
-    @classmethod
-    def build(cls, folded: nn.Module) -> "_OneDNNDecoder | None":
-        """The oneDNN decoder if these kernels exist and reproduce ``folded``, else None."""
-        ops = getattr(torch.ops, "mkldnn", None)
-        if not torch.backends.mkldnn.is_available() or ops is None:
-            return None
-        try:
-            decoder = cls(folded)
-            first = next(iter(folded.children()))
-            h = torch.randn(1, first.conv.in_channels, 2, 2, 2)
-            with torch.inference_mode():
-                ref = torch.sigmoid(folded(h))
-                ok = torch.allclose(decoder(h), ref, atol=1e-4)
-        except (RuntimeError, AttributeError, NotImplementedError, TypeError):
-            return None
-        return decoder if ok else None
-
-    @staticmethod
-    @functools.lru_cache(maxsize=1)
-    def bf16_capable() -> bool:
-        """Whether oneDNN has bf16 convolution kernels on this CPU (AVX-512 BW/VL/DQ or newer)."""
-        try:
-            return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-        except (AttributeError, RuntimeError):
-            return False
-
-    def _params(self, dtype: torch.dtype) -> dict[str, Tensor]:
-        if dtype not in self._weights:
-            self._weights[dtype] = {k: v.to(dtype) for k, v in self._weights[torch.float32].items()}
-        return self._weights[dtype]
-
-    def forward(self, h: Tensor) -> Tensor:
-        ops = torch.ops.mkldnn
-        p = self._params(h.dtype)
-        h = h.contiguous(memory_format=torch.channels_last_3d)
-        dilation = [1, 1, 1]
-        for i, (transposed, stride, padding, output_padding, attr) in enumerate(self.specs):
-            w, b = p[f"w{i}"], p[f"b{i}"]
-            if transposed:
-                h = ops._convolution_transpose_pointwise(h, w, b, padding, output_padding, stride, dilation, 1,
-                                                         attr, [], "")
-            else:
-                h = ops._convolution_pointwise(h, w, b, padding, stride, dilation, 1, attr, [], "")
-        return torch.sigmoid(h.float())
 
 
 class AttriVAEModel:

@@ -1,4 +1,4 @@
-"""Training: single process, or distributed with ``torchrun -m AttriVAELib.train.trainer``.
+"""Training: single process, or distributed with ``torchrun -m AttriVAELib.cli train …``.
 
 A run folder holds::
 
@@ -12,13 +12,15 @@ A run folder holds::
 Every epoch draws its randomness (shuffling, dropout, sampling, augmentation) from
 ``(seed, epoch)``, so a run resumed from its last completed epoch ends with the same
 weights as an uninterrupted one on CPU.
+
+Why one long module: :class:`Trainer` is one loop (data, model, optimizer, precision, DDP,
+validation, checkpoints, logs) whose parts share its state; what stands alone lives beside
+it (:mod:`.distributed`, :mod:`.heldout`, :mod:`.config`, :mod:`.presets`).
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
-import hashlib
 import io
 import json
 import math
@@ -26,11 +28,9 @@ import os
 import sys
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping
 
-import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -41,44 +41,15 @@ from AttriVAELib.cohorts.registry import cohort_for
 from AttriVAELib.train.config import dump_yaml, load_yaml, resolve_config
 from AttriVAELib.core.errors import CheckpointError, ConfigError, TrainingError
 from AttriVAELib.nn.model import class_probabilities
+from AttriVAELib.train.distributed import DistContext, init_distributed, log_main, state_digest
+from AttriVAELib.train.heldout import add_calibration, heldout_summary, latent_scores
 from AttriVAELib.data.manifest import AttributeScaler, attribute_unit, load_manifest, load_split
 
 LOSS_TERMS = ("total", "reconstruction", "kl", "ar", "reencoded_ar", "measured", "classification", "l1")
 
 
-@dataclass
-class DistContext:
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @property
-    def enabled(self) -> bool:
-        return self.world_size > 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def init_distributed(device_request: str) -> DistContext:
-    """Join the process group when launched by torchrun (WORLD_SIZE > 1)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return DistContext()
-    if not dist.is_initialized():
-        use_cuda = device_request != "cpu" and torch.cuda.is_available()
-        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
-    return DistContext(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
-
-
 def _epoch_seed(seed: int, epoch: int) -> int:
     return (int(seed) * 1_000_003 + int(epoch) * 7919) % (2**31 - 1)
-
-
-def _log(msg: str, ctx: DistContext) -> None:
-    if ctx.is_main:
-        print(msg, file=sys.stderr, flush=True)
 
 
 def learning_rate(optim: Mapping[str, Any], step: int, total_steps: int) -> float:
@@ -95,15 +66,6 @@ def learning_rate(optim: Mapping[str, Any], step: int, total_steps: int) -> floa
     return lr_min + 0.5 * (lr - lr_min) * (1.0 + math.cos(math.pi * progress))
 
 
-def state_digest(model: torch.nn.Module) -> str:
-    """SHA-256 over the model's parameters and buffers (to compare ranks or runs)."""
-    h = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        h.update(name.encode())
-        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()
-
-
 class Trainer:
     """Trains one model on a manifest's train split, selecting on its validation split."""
 
@@ -116,7 +78,7 @@ class Trainer:
         self.config = config
         self.run_dir = Path(run_dir)
         self.progress = progress and self.ctx.is_main
-        self.log = log or (lambda m: _log(m, self.ctx))
+        self.log = log or (lambda m: log_main(m, self.ctx))
         self.resuming = resume
         tcfg = config["train"]
         if tcfg["num_threads"]:
@@ -559,34 +521,6 @@ class Trainer:
             writer.flush()
 
 
-def latent_scores(mu: np.ndarray, attributes: np.ndarray, labels: np.ndarray, probs: np.ndarray | None, k: int,
-                  prefix: str = "", names: Sequence[str] | None = None) -> dict[str, float]:
-    """Quick held-out scores: Spearman ρ of each regularized dim with its attribute, and AUC."""
-    import warnings
-
-    from scipy.stats import spearmanr
-    from sklearn.metrics import roc_auc_score
-
-    out: dict[str, float] = {}
-    rhos = []
-    for j in range(min(k, attributes.shape[1])):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # a constant column (e.g. an untrained dim) has no ρ: scored 0
-            rho = spearmanr(mu[:, j], attributes[:, j]).statistic if len(mu) > 2 else float("nan")
-        rho = float(rho) if np.isfinite(rho) else 0.0
-        rhos.append(rho)
-        out[f"{prefix}spearman_{names[j] if names else j}"] = rho
-    if rhos:
-        out[f"{prefix}spearman_min"] = float(min(rhos))
-    valid = labels >= 0
-    if probs is not None and valid.any() and len(np.unique(labels[valid])) > 1:
-        y, p = labels[valid], probs[valid]
-        auc = roc_auc_score(y, p[:, 1]) if p.shape[1] == 2 else roc_auc_score(y, p, multi_class="ovr")
-        out[f"{prefix}auc"] = float(auc)
-        out[f"{prefix}accuracy"] = float((p.argmax(1) == y).mean())
-    return out
-
-
 def _format_row(row: Mapping[str, Any], epochs: int) -> str:
     parts = [f"epoch {row['epoch']}/{epochs}", f"train {row['train_total']:.1f}"]
     for key in ("val_total", "val_auc", "val_spearman_min"):
@@ -594,71 +528,6 @@ def _format_row(row: Mapping[str, Any], epochs: int) -> str:
             parts.append(f"{key[4:]} {row[key]:.3f}")
     parts.append(f"{row['seconds']:.1f}s")
     return "  ".join(parts)
-
-
-def _load_best(run_dir: str | os.PathLike):
-    from AttriVAELib.nn.model import AttriVAE, ModelConfig
-
-    tensors, meta = load_checkpoint(run_dir, name="model")
-    model = AttriVAE(ModelConfig.from_dict(meta["model_config"]))
-    model.load_state_dict(split_prefix(tensors, "model"))
-    return model.eval(), tensors, meta
-
-
-@torch.no_grad()
-def encode_split(model, meta: Mapping[str, Any], split_name: str) -> dict[str, np.ndarray]:
-    """μ (N, L), class probabilities (N, C) or None, raw attributes (N, K_all), labels (N,) of a split."""
-    from AttriVAELib.data.dataset import CohortDataset
-    from AttriVAELib.data.preprocessing import PreprocessSpec
-
-    manifest = load_manifest(meta["data"]["manifest"], attributes=meta["attributes"]["names"])
-    split = load_split(manifest, create=False)
-    data = CohortDataset(manifest, split[split_name], PreprocessSpec.from_dict(meta["preprocess"]))
-    mus, probs = [], []
-    for batch in torch.utils.data.DataLoader(data, batch_size=32):
-        mu, _ = model.encode(batch["image"])
-        mus.append(mu)
-        logits = model.classify(mu)
-        if logits is not None:
-            probs.append(class_probabilities(logits))
-    return {"mu": torch.cat(mus).numpy(), "probs": torch.cat(probs).numpy() if probs else None,
-            "attributes": data.attributes.numpy().astype(np.float64), "labels": data.labels.numpy(),
-            "subjects": list(split[split_name])}
-
-
-def add_calibration(run_dir: str | os.PathLike) -> None:
-    """Store in the best model what inference needs without the training data: the latent →
-    attribute calibration and the per-class statistics of μ, both fitted on the training split."""
-    from AttriVAELib.nn.calibration import AttributeCalibration
-    from AttriVAELib.nn.calibration import ClassStatistics
-
-    model, tensors, meta = _load_best(run_dir)
-    k = model.config.num_regularized
-    has_classes = model.config.num_classes > 0 and len((meta.get("labels") or {}).get("names") or []) > 1
-    if k == 0 and not has_classes:
-        return
-    enc = encode_split(model, meta, "train")
-    if k:
-        names = meta["attributes"]["names"][:k]
-        meta["calibration"] = AttributeCalibration.fit(enc["mu"][:, :k], enc["attributes"][:, :k], names).to_dict()
-    if has_classes:
-        try:
-            stats = ClassStatistics.from_latents(enc["mu"].astype(np.float64), enc["labels"], meta["labels"]["names"],
-                                                 source=f"{meta['data']['manifest']} (train split, n={len(enc['mu'])})")
-            meta["class_statistics"] = stats.to_dict()
-        except ConfigError:  # a training split with one class: counterfactuals need explicit targets
-            pass
-    save_checkpoint(run_dir, tensors, meta, name="model")
-
-
-def heldout_summary(run_dir: str | os.PathLike, split_name: str = "test") -> dict[str, Any]:
-    """Encode a held-out split with the best model: AUC and Spearman ρ per regularized dim (μ)."""
-    model, _, meta = _load_best(run_dir)
-    enc = encode_split(model, meta, split_name)
-    k = model.config.num_regularized
-    scores = latent_scores(enc["mu"], enc["attributes"], enc["labels"], enc["probs"], k,
-                           names=meta["attributes"]["names"][:k])
-    return {"split": split_name, "n": len(enc["mu"]), "best_epoch": meta["best"]["epoch"], **scores}
 
 
 def train(data: str | os.PathLike | None, out: str | os.PathLike, *, config: dict | None = None,

@@ -65,27 +65,30 @@ Images, brain masks and lesion masks are written at ``size``³ over the fixed fi
 maps are smoothed by about one output voxel before sampling (partial volume). Everything
 about subject ``i`` comes from ``numpy.random.default_rng([seed, i])``, so a cohort does
 not depend on the number of worker processes.
+
+Why one long module: the steps above (factors, deformation, tissue maps, calibration,
+rendering, the cohort on disk) form one pipeline that shares the parameter tables below and
+is read top to bottom with this description; the template preparation, which stands alone,
+lives in :mod:`AttriVAELib.cohorts.brain.template`.
 """
 
 from __future__ import annotations
 
 import functools
-import importlib.util
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
-import SimpleITK as sitk
 from scipy import ndimage as ndi
 from scipy.spatial.transform import Rotation
 
 from AttriVAELib import __version__
-from AttriVAELib.data.attributes import largest_component
 from AttriVAELib.data.cohort_files import describe_cohort, write_cohort
 from AttriVAELib.core.errors import ConfigError, InputError
 from AttriVAELib.data.io import Geometry
+from AttriVAELib.cohorts.brain.template import CVAL, TEMPLATE_FILES, Lattice, Template, load_template, smoothed_maps, template_paths
 from AttriVAELib.cohorts.phantom.generator import subject_id, to_stored_intensity
 
 __all__ = [
@@ -111,28 +114,14 @@ FORMAT_VERSION = 1
 MIN_SIZE = 16
 MAX_SIZE = 256
 
-TEMPLATE_FILES = {
-    "t1": "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz",
-    "gm": "mni_icbm152_gm_tal_nlin_sym_09a_converted.nii.gz",
-    "wm": "mni_icbm152_wm_tal_nlin_sym_09a_converted.nii.gz",
-}
 
 FOV_MM = (176.0, 212.0, 184.0)  # (x, y, z)
 CENTRE_MM = (0.0, 17.0, 5.0)  # LPS centre of the MNI152 brain mask: scaling and rotation centre
 MEASURE_SPACING_MM = 2.0
 
 # Template preparation.
-_CROP_MARGIN_MM = 8
-_CSF_DARKNESS = 0.6  # CSF is darker than this fraction of the median GM intensity
-_VENTRICLE_MIN_ML = 1.0
-_VENTRICLE_MIN_DEPTH_MM = 8.0
-_VELOCITY_SIGMA_MM = 4.0
-_VELOCITY_SPACING_MM = 3
-_VELOCITY_MARGIN_MM = 18
 _KEEP_GM_MM = 1.0  # GM within this distance of WM is never removed by thinning
 _CORTEX_DEPTH_MM = 10.0  # thickness region: within this depth (template) of the pial surface
-_LESION_SITE_DISTANCE_MM = (3.0, 12.0)  # from the ventricles
-_LESION_SITE_MIN_ABS_X_MM = 6.0  # off the midline: not in the septum or callosal midline
 _WARP_LATTICE_MM = 8.0
 _WARP_CONTROL_POINTS = (6, 7, 6)  # (x, y, z) over the field of view: ~35 mm apart
 
@@ -197,183 +186,6 @@ MANIFEST_COLUMNS: tuple[str, ...] = (
 )
 
 _BIAS_TERMS = 9
-
-
-# --------------------------------------------------------------------------------------
-# The template
-
-
-def template_paths() -> dict[str, Path]:
-    """The MNI152 2009c T1, GM and WM files inside the installed nilearn package."""
-    spec = importlib.util.find_spec("nilearn")
-    if spec is None or not spec.submodule_search_locations:
-        raise InputError("the brain cohort is built from the MNI152 template shipped with nilearn, "
-                         "which is not installed: pip install nilearn")
-    folder = Path(next(iter(spec.submodule_search_locations))) / "datasets" / "data"
-    paths = {name: folder / file for name, file in TEMPLATE_FILES.items()}
-    missing = [path for path in paths.values() if not path.is_file()]
-    if missing:
-        raise InputError(f"{missing[0]}: MNI152 template file missing from the installed nilearn; "
-                         "pip install --force-reinstall nilearn")
-    return paths
-
-
-@dataclass(frozen=True)
-class _Lattice:
-    """Values on a regular LPS lattice (identity direction): ``values[..., k, j, i]``."""
-
-    origin: np.ndarray  # (x, y, z) mm of node [0, 0, 0]
-    spacing: float
-    values: np.ndarray  # (z, y, x) or (c, z, y, x)
-
-    def indices(self, points: np.ndarray) -> np.ndarray:
-        """Continuous (k, j, i) lattice indices of points (3, …) given as (x, y, z) mm."""
-        shape = (3,) + (1,) * (points.ndim - 1)
-        origin = self.origin.reshape(shape).astype(points.dtype)
-        return ((points - origin) / points.dtype.type(self.spacing))[::-1]
-
-    def sample(self, points: np.ndarray, cval: float | None = 0.0) -> np.ndarray:
-        """Trilinear interpolation at points (3, …) (x, y, z) mm; ``cval`` outside (None: nearest node)."""
-        coords = self.indices(points).astype(np.float32)
-        mode = "nearest" if cval is None else "constant"
-        channels = [self.values] if self.values.ndim == 3 else list(self.values)
-        values = [ndi.map_coordinates(c, coords, order=1, mode=mode, cval=cval or 0.0, prefilter=False)
-                  for c in channels]
-        return values[0] if self.values.ndim == 3 else np.stack(values)
-
-    @property
-    def bounds(self) -> tuple[np.ndarray, np.ndarray]:
-        """(x, y, z) mm of the first and the last node."""
-        last = self.origin + (np.array(self.values.shape[-3:][::-1]) - 1) * self.spacing
-        return self.origin, last
-
-
-@dataclass(frozen=True, eq=False)
-class _Template:
-    origin: np.ndarray  # (x, y, z) mm of voxel [0, 0, 0] of the 1 mm maps
-    maps: dict[str, np.ndarray]  # t1 (WM = 1), gm, wm, mask, vent, pial (mm), white (mm)
-    csf_intensity: float
-    gm_intensity: float
-    ventricle_volume_ml: float
-    velocity: _Lattice  # (3, z, y, x) mm per unit α, (x, y, z) components
-    lesion_sites: np.ndarray  # (n, 3) candidate lesion centres (x, y, z) mm
-    support: dict[str, tuple[np.ndarray, np.ndarray]]  # (x, y, z) mm box outside which a map is 0
-
-    def lattice(self, name: str) -> _Lattice:
-        return _Lattice(self.origin, 1.0, self.maps[name])
-
-
-_CVAL = {"pial": -100.0, "white": 100.0}  # outside the template: far outside the tissue and WM
-
-
-def _read_lps(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    image = sitk.DICOMOrient(sitk.ReadImage(str(path)), "LPS")
-    if not np.allclose(image.GetSpacing(), 1.0):
-        raise InputError(f"{path}: expected the 1 mm MNI152 template, got spacing {image.GetSpacing()}")
-    return sitk.GetArrayFromImage(image).astype(np.float32), np.asarray(image.GetOrigin(), dtype=np.float64)
-
-
-def _signed_distance(inside: np.ndarray) -> np.ndarray:
-    """Signed distance (mm, 1 mm grid) to the boundary of ``inside``, positive inside."""
-    image = sitk.GetImageFromArray(inside.astype(np.uint8))
-    distance = sitk.SignedMaurerDistanceMap(image, insideIsPositive=True, squaredDistance=False,
-                                            useImageSpacing=True)
-    # Maurer measures to the boundary voxels' centres; +0.5 puts 0 between voxels.
-    return sitk.GetArrayFromImage(distance).astype(np.float32) + np.float32(0.5)
-
-
-def _segment_ventricles(t1: np.ndarray, gm: np.ndarray, wm: np.ndarray, mask: np.ndarray,
-                        gm_intensity: float) -> np.ndarray:
-    """Lateral ventricles: deep connected components of dark, non-tissue voxels (see module doc)."""
-    csf = mask & (gm + wm < 0.5) & (t1 < _CSF_DARKNESS * gm_intensity)
-    coarse = mask[::2, ::2, ::2]  # depth to ±1 mm is enough, at an eighth of the cost
-    depth = ndi.zoom(ndi.distance_transform_edt(coarse, sampling=2.0), 2, order=0)
-    depth = depth[tuple(slice(0, n) for n in mask.shape)]
-    labels, n = ndi.label(csf)
-    index = np.arange(1, n + 1)
-    volume_ml = ndi.sum_labels(csf, labels, index) / 1000.0
-    min_depth = ndi.minimum(depth, labels, index)
-    keep = index[(volume_ml >= _VENTRICLE_MIN_ML) & (min_depth >= _VENTRICLE_MIN_DEPTH_MM)]
-    if not len(keep):
-        raise InputError("MNI152 template: no ventricles found (is the nilearn template file intact?)")
-    return np.isin(labels, keep)
-
-
-def _box(mask: np.ndarray, margin: int) -> tuple[slice, ...]:
-    box = ndi.find_objects(mask.astype(np.uint8))[0]
-    return tuple(slice(max(0, s.start - margin), min(n, s.stop + margin)) for s, n in zip(box, mask.shape))
-
-
-def _velocity_field(vent: np.ndarray, origin: np.ndarray) -> _Lattice:
-    """``-∇(G_σ * V)`` with maximal speed 1, on a lattice around the ventricles."""
-    box = _box(vent, _VELOCITY_MARGIN_MM)
-    smooth = ndi.gaussian_filter(vent[box].astype(np.float32), _VELOCITY_SIGMA_MM)
-    step = _VELOCITY_SPACING_MM
-    gradient = np.stack(np.gradient(smooth))[:, ::step, ::step, ::step]
-    velocity = -gradient[::-1] / np.sqrt((gradient ** 2).sum(axis=0)).max()  # (x, y, z) components
-    corner = origin + np.array([box[2].start, box[1].start, box[0].start], dtype=np.float64)
-    return _Lattice(corner, float(step), np.ascontiguousarray(velocity, dtype=np.float32))
-
-
-def _lesion_sites(vent: np.ndarray, wm: np.ndarray, origin: np.ndarray) -> np.ndarray:
-    box = _box(vent, int(_LESION_SITE_DISTANCE_MM[1]) + 2)
-    distance = ndi.distance_transform_edt(~vent[box])
-    near, far = _LESION_SITE_DISTANCE_MM
-    k, j, i = np.nonzero((wm[box] >= 0.9) & (distance >= near) & (distance <= far))
-    points = origin + np.stack([i + box[2].start, j + box[1].start, k + box[0].start], axis=1)
-    points = points[np.abs(points[:, 0]) >= _LESION_SITE_MIN_ABS_X_MM]
-    return points[::7]  # every 7th site is plenty and keeps the array small
-
-
-def _support(mask: np.ndarray, origin: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    box = _box(mask, 1)
-    lo = origin + np.array([box[2].start, box[1].start, box[0].start])
-    hi = origin + np.array([box[2].stop, box[1].stop, box[0].stop]) - 1
-    return lo.astype(np.float32), hi.astype(np.float32)
-
-
-def _prepare_template(paths: dict[str, Path]) -> _Template:
-    t1, origin = _read_lps(paths["t1"])
-    gm, wm = (_read_lps(paths[name])[0] / np.float32(255.0) for name in ("gm", "wm"))
-    mask = ndi.binary_fill_holes(largest_component(t1 > 0))
-    box = _box(mask, _CROP_MARGIN_MM)
-    t1, gm, wm, mask = (np.ascontiguousarray(a[box]) for a in (t1, gm, wm, mask))
-    origin = origin + np.array([box[2].start, box[1].start, box[0].start], dtype=np.float64)
-    t1 /= np.float32(np.median(t1[wm >= 0.9]))
-    gm_intensity = float(np.median(t1[gm >= 0.9]))
-    vent = _segment_ventricles(t1, gm, wm, mask, gm_intensity)
-    inside = ndi.binary_fill_holes((gm + wm >= 0.5) | vent) & mask
-    maps = {
-        "t1": t1, "gm": gm, "wm": wm,
-        "mask": mask.astype(np.float32), "vent": vent.astype(np.float32),
-        "pial": _signed_distance(inside),
-        "white": -_signed_distance(wm >= 0.5),
-    }
-    return _Template(
-        origin=origin, maps=maps,
-        csf_intensity=float(np.median(t1[vent])), gm_intensity=gm_intensity,
-        ventricle_volume_ml=float(vent.sum()) / 1000.0,
-        velocity=_velocity_field(vent, origin),
-        lesion_sites=_lesion_sites(vent, wm, origin),
-        support={"mask": _support(mask, origin), "vent": _support(vent, origin)},
-    )
-
-
-@functools.lru_cache(maxsize=1)
-def _template() -> _Template:
-    return _prepare_template(template_paths())
-
-
-@functools.lru_cache(maxsize=2)
-def _smoothed_maps(sigma_zyx: tuple[float, float, float]) -> dict[str, np.ndarray]:
-    """Template maps blurred by about one output voxel, for sampling at ``size``³."""
-    template = _template()
-    if max(sigma_zyx) <= 0:
-        return template.maps
-    smoothed = dict(template.maps)
-    for name in ("t1", "gm", "wm", "mask"):
-        smoothed[name] = ndi.gaussian_filter(template.maps[name], sigma_zyx, mode="constant", truncate=3.0)
-    return smoothed
 
 
 # --------------------------------------------------------------------------------------
@@ -526,7 +338,7 @@ def _interpolation_matrix(nodes: np.ndarray, points: np.ndarray) -> np.ndarray:
     return np.stack([np.interp(points, nodes, unit) for unit in np.eye(len(nodes))], axis=1)
 
 
-def _exp_field(velocity: _Lattice, alpha: float) -> _Lattice:
+def _exp_field(velocity: Lattice, alpha: float) -> Lattice:
     """Displacement of ``exp(α·v)`` by scaling and squaring, on the velocity's lattice."""
     v = velocity.values
     speed = abs(alpha) * float(np.sqrt((v ** 2).sum(axis=0)).max())
@@ -536,7 +348,7 @@ def _exp_field(velocity: _Lattice, alpha: float) -> _Lattice:
     for _ in range(steps):
         coords = grid + u[::-1] / np.float32(velocity.spacing)
         u = u + np.stack([ndi.map_coordinates(c, coords, order=1, mode="nearest", prefilter=False) for c in u])
-    return _Lattice(velocity.origin, velocity.spacing, u)
+    return Lattice(velocity.origin, velocity.spacing, u)
 
 
 class _Warp:
@@ -547,7 +359,7 @@ class _Warp:
     similarity); ``E⁻¹ = exp(−α·v)`` on the 3 mm velocity lattice.
     """
 
-    def __init__(self, anatomy: _Anatomy, template: _Template) -> None:
+    def __init__(self, anatomy: _Anatomy, template: Template) -> None:
         self.anatomy = anatomy
         lo = np.asarray(CENTRE_MM) - np.asarray(FOV_MM) / 2 - _WARP_LATTICE_MM
         counts = [int(np.ceil(fov / _WARP_LATTICE_MM)) + 3 for fov in FOV_MM]
@@ -559,7 +371,7 @@ class _Warp:
         inverse = Rotation.from_euler("xyz", anatomy.rotation_deg, degrees=True).as_matrix().T
         moved = points - centre - np.asarray(anatomy.translation_mm).reshape(3, 1, 1, 1)
         similarity = np.einsum("ij,jzyx->izyx", inverse, moved) / anatomy.scale + centre
-        self.similarity = _Lattice(lo.astype(np.float64), _WARP_LATTICE_MM, similarity.astype(np.float32))
+        self.similarity = Lattice(lo.astype(np.float64), _WARP_LATTICE_MM, similarity.astype(np.float32))
         self.expansion = _exp_field(template.velocity, -anatomy.expansion_mm) if anatomy.expansion_mm else None
         self._lesion_centres: np.ndarray | None = None
 
@@ -670,15 +482,15 @@ def _sample_maps(warp: _Warp, geometry: Geometry, maps: dict[str, np.ndarray],
     Returns that sub-grid, its slices (z, y, x) in ``geometry`` and the maps on it; maps other
     than the mask are sampled inside the mask only (the fill value elsewhere).
     """
-    template = _template()
+    template = load_template()
     sub, slices = warp.reaching(geometry, *template.support["mask"])
     points = warp.grid(sub)
-    mask = _Lattice(template.origin, 1.0, maps["mask"]).sample(points)
+    mask = Lattice(template.origin, 1.0, maps["mask"]).sample(points)
     inside = mask > 0
     inner = points[:, inside]
     out = {"mask": mask}
     for name in names:
-        cval = _CVAL.get(name, 0.0)
+        cval = CVAL.get(name, 0.0)
         values = np.full(sub.shape, cval, dtype=np.float32)
         where, points = inside, inner
         if name == "vent":  # sample only around the ventricles
@@ -686,7 +498,7 @@ def _sample_maps(warp: _Warp, geometry: Geometry, maps: dict[str, np.ndarray],
             near = np.all((inner >= lo) & (inner <= hi), axis=0)
             where, points = inside.copy(), inner[:, near]
             where[inside] = near
-        values[where] = _Lattice(template.origin, 1.0, maps[name]).sample(points, cval=cval)
+        values[where] = Lattice(template.origin, 1.0, maps[name]).sample(points, cval=cval)
         out[name] = values
     return sub, slices, out
 
@@ -734,7 +546,7 @@ def _measure_maps(maps: dict[str, Any], spacing: float) -> dict[str, float]:
 
 def _measure_warp(warp: _Warp) -> dict[str, float]:
     """Attributes of a subject, measured on the fixed 2 mm grid."""
-    geometry, _, maps = _sample_maps(warp, _measure_geometry(), _template().maps, _MEASURE_NAMES)
+    geometry, _, maps = _sample_maps(warp, _measure_geometry(), load_template().maps, _MEASURE_NAMES)
     maps["gm"], _ = _thin(maps, warp.anatomy.thinning_mm)
     maps["lesion"] = _lesions(warp, geometry)
     return _measure_maps(maps, MEASURE_SPACING_MM)
@@ -742,8 +554,8 @@ def _measure_warp(warp: _Warp) -> dict[str, float]:
 
 def _thickness_curve(scale: float) -> np.ndarray:
     """Measured cortical thickness at each of ``_THINNINGS`` for the template scaled by ``scale``."""
-    warp = _Warp(_Anatomy(scale=scale), _template())
-    _, _, maps = _sample_maps(warp, _measure_geometry(), _template().maps, _MEASURE_NAMES)
+    warp = _Warp(_Anatomy(scale=scale), load_template())
+    _, _, maps = _sample_maps(warp, _measure_geometry(), load_template().maps, _MEASURE_NAMES)
     maps["lesion"] = np.zeros_like(maps["mask"])
     curve = []
     for thinning in _THINNINGS:
@@ -762,7 +574,7 @@ class _Calibration:
     thickness_mm: np.ndarray  # (len(_CALIBRATION_SCALES), len(_THINNINGS)) measured thickness
 
 
-def _ventricle_curve(template: _Template) -> np.ndarray:
+def _ventricle_curve(template: Template) -> np.ndarray:
     """Ventricle volume (mL) after ``exp(α·v)`` for each α, on a 2 mm lattice around them."""
     velocity = template.velocity
     extent = (np.array(velocity.values.shape[1:][::-1]) - 1) * velocity.spacing
@@ -782,7 +594,7 @@ def _ventricle_curve(template: _Template) -> np.ndarray:
 
 @functools.lru_cache(maxsize=1)
 def _calibration() -> _Calibration:
-    template = _template()
+    template = load_template()
     thickness = np.stack([_thickness_curve(scale) for scale in _CALIBRATION_SCALES])
     if np.any(np.diff(thickness, axis=1) >= 0):
         raise InputError("MNI152 template: cortical thickness is not monotonic in the thinning")
@@ -811,7 +623,7 @@ def applied_changes(f: BrainFactors) -> dict[str, float]:
 
 def _anatomy(f: BrainFactors) -> _Anatomy:
     applied = applied_changes(f)
-    sites = _template().lesion_sites
+    sites = load_template().lesion_sites
     chosen = [sites[min(int(u * len(sites)), len(sites) - 1)] for u in f.lesion_sites[:f.lesions]]
     return _Anatomy(
         scale=f.scale, rotation_deg=f.rotation_deg, translation_mm=f.translation_mm,
@@ -897,7 +709,7 @@ def _lesion_mask(lesion: np.ndarray, wm: np.ndarray, mask: np.ndarray, centres: 
 
 def render_factors(f: BrainFactors, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Render (T1 image float32 with WM ≈ gain, brain mask uint8, lesion mask uint8) at size³."""
-    return _render(f, _Warp(_anatomy(f), _template()), size)[:3]
+    return _render(f, _Warp(_anatomy(f), load_template()), size)[:3]
 
 
 def _tissue_labels(maps: dict[str, np.ndarray], gm: np.ndarray, lesion_mask: np.ndarray) -> np.ndarray:
@@ -914,9 +726,9 @@ def _tissue_labels(maps: dict[str, np.ndarray], gm: np.ndarray, lesion_mask: np.
 
 def _render(f: BrainFactors, warp: _Warp, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     geometry = geometry_for_size(size)
-    template = _template()
+    template = load_template()
     anatomy = warp.anatomy
-    sub, box, maps = _sample_maps(warp, geometry, _smoothed_maps(_blur_sigma(geometry)), _RENDER_NAMES)
+    sub, box, maps = _sample_maps(warp, geometry, smoothed_maps(_blur_sigma(geometry)), _RENDER_NAMES)
     thinned, removed = _thin(maps, anatomy.thinning_mm)
     lesion = _lesions(warp, sub)
     t1 = (maps["t1"] + removed * np.float32(template.csf_intensity - template.gm_intensity)
@@ -939,7 +751,7 @@ def _render(f: BrainFactors, warp: _Warp, size: int) -> tuple[np.ndarray, np.nda
 
 def measure_factors(f: BrainFactors) -> dict[str, float]:
     """The measured attributes and ``meta_*`` values of a subject (fixed 2 mm grid)."""
-    return _measure_warp(_Warp(_anatomy(f), _template()))
+    return _measure_warp(_Warp(_anatomy(f), load_template()))
 
 
 def render_subject(index: int, size: int, seed: int
@@ -950,7 +762,7 @@ def render_subject(index: int, size: int, seed: int
     measured attributes, ``meta_*`` and ``factor_*``. Arrays are (z, y, x) = size³.
     """
     f = sample_factors(index, seed)
-    warp = _Warp(_anatomy(f), _template())
+    warp = _Warp(_anatomy(f), load_template())
     image, mask, lesion, tissues = _render(f, warp, size)
     row: dict[str, Any] = {"subject": subject_id(index), "label": f.label}
     row.update(_measure_warp(warp))
@@ -992,7 +804,7 @@ def generate_brain_cohort(
         template_paths()  # a missing nilearn is reported before anything is written
         # Prepared here once; forked workers inherit them instead of each preparing its own.
         _calibration()
-        _smoothed_maps(_blur_sigma(geometry))
+        smoothed_maps(_blur_sigma(geometry))
 
     write_cohort(out, n, functools.partial(render_subject, size=size, seed=seed), geometry, MANIFEST_COLUMNS,
                  ATTRIBUTES, to_stored_intensity, lambda summary: _cohort_json(n, size, seed, geometry, summary),
@@ -1012,7 +824,7 @@ def _nilearn_version() -> str:
 
 def _cohort_json(n: int, size: int, seed: int, geometry: Geometry, summary: dict) -> dict:
     """Contents of ``cohort.json``: deterministic, like the rest of the cohort."""
-    template, calibration = _template(), _calibration()
+    template, calibration = load_template(), _calibration()
     return {
         "generator": "brain",
         "version": __version__,

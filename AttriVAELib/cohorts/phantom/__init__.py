@@ -1,0 +1,13 @@
+"""The phantom cohort: generator (:mod:`.generator`), measure (:mod:`.cohort`), training recipe (:mod:`.recipe`)."""
+
+from AttriVAELib.core.lazy import lazy_exports
+
+_EXPORTS = {
+    "generate_cohort": "AttriVAELib.cohorts.phantom.generator",
+    "summarize_cohort": "AttriVAELib.cohorts.phantom.generator",
+    "measure_shell": "AttriVAELib.cohorts.phantom.cohort",
+    "segment_shell": "AttriVAELib.cohorts.phantom.cohort",
+    "TRAINING_OVERRIDES": "AttriVAELib.cohorts.phantom.recipe",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(globals(), _EXPORTS)

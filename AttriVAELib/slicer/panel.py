@@ -1,0 +1,95 @@
+"""What the module panel shows, as plain values: slider specs, summary lines, combo-box choices.
+
+Pure functions of the dicts :meth:`AttriVAESession.summary` and the counterfactual summary
+(:attr:`AttriVAESession.last_counterfactual`) return, so the Qt widget only copies values into
+widgets and never reads the session's model or encoding. Texts are plain (no HTML); attribute
+values are shown with 4 significant digits, probabilities with 3 decimals.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, NamedTuple
+
+__all__ = ["SliderSpec", "attribute_estimate", "counterfactual_lines", "dimension_choices", "slider_specs",
+           "summary_lines", "traversal_range"]
+
+
+class SliderSpec(NamedTuple):
+    """One latent slider: the dim, what it stands for, its range and step, and its current value."""
+
+    dim: int
+    name: str
+    unit: str
+    regularized: bool
+    minimum: float
+    maximum: float
+    step: float
+    value: float
+    mu: float
+    label: str
+
+
+def slider_specs(summary: Mapping[str, Any]) -> list[SliderSpec]:
+    """One :class:`SliderSpec` per latent dim, in dim order (the regularized dims come first)."""
+    return [SliderSpec(int(d["dim"]), d["name"], d["unit"], bool(d["regularized"]), float(d["min"]),
+                       float(d["max"]), float(d["step"]), float(d["value"]), float(d["mu"]), d["label"])
+            for d in summary["dims"]]
+
+
+def summary_lines(summary: Mapping[str, Any]) -> list[str]:
+    """The predicted class with its probabilities, then ``name: estimate unit`` per attribute.
+
+    An attribute line ends with ``→ current`` when the sliders moved the current latent vector
+    away from the encoded estimate. Empty when the model has neither a classifier nor attributes.
+    """
+    lines = []
+    if summary.get("probabilities"):
+        probs = ", ".join(f"{name}: {p:.3f}" for name, p in summary["probabilities"].items())
+        lines.append(f"Predicted class: {summary['predicted_label']} ({probs})")
+    for item in summary["attributes"]:
+        if item["estimate"] is None:
+            continue
+        unit = f" {item['unit']}" if item["unit"] else ""
+        text = f"{item['name']}: {item['estimate']:.4g}{unit}"
+        if item["current"] is not None and abs(item["current"] - item["estimate"]) > 1e-9:
+            text += f" → {item['current']:.4g}{unit}"
+        lines.append(text)
+    return lines
+
+
+def dimension_choices(summary: Mapping[str, Any], attributes_only: bool = False) -> list[tuple[str, int]]:
+    """(text, dim) per latent dim, or per attribute with ``attributes_only``; text ``"name (unit)"``."""
+    items = summary["attributes"] if attributes_only else summary["dims"]
+    return [(f"{item['name']} ({item['unit']})" if item.get("unit") else item["name"], int(item["dim"]))
+            for item in items]
+
+
+def traversal_range(summary: Mapping[str, Any], dim: int, units: str = "latent") -> tuple[float, float]:
+    """Default traversal range of ``dim``: the slider range, or with ``units="attribute"`` the
+    calibrated attribute range (physical units) when the dim has one."""
+    item = summary["dims"][int(dim)]
+    low, high = item["min"], item["max"]
+    if units == "attribute":
+        ranges = [a["range"] for a in summary["attributes"] if a["dim"] == int(dim)]
+        if ranges and ranges[0]:
+            low, high = ranges[0]
+    return float(low), float(high)
+
+
+def attribute_estimate(summary: Mapping[str, Any], dim: int) -> float | None:
+    """The encoded image's estimate of attribute ``dim`` (its unit), None without one."""
+    for item in summary["attributes"]:
+        if item["dim"] == int(dim):
+            return None if item["estimate"] is None else float(item["estimate"])
+    return None
+
+
+def counterfactual_lines(result: Mapping[str, Any] | None) -> list[str]:
+    """``Moved: <dims>`` and, with a classifier, ``Class probabilities after: ...``; [] before any."""
+    if not result:
+        return []
+    lines = ["Moved: " + ", ".join(result.get("moved", {}))]
+    if result.get("probabilities_counterfactual"):
+        probs = ", ".join(f"{p:.3f}" for p in result["probabilities_counterfactual"])
+        lines.append(f"Class probabilities after: {probs}")
+    return lines

@@ -1,0 +1,114 @@
+"""After training: held-out scores and what the best model stores for use without the data.
+
+- :func:`latent_scores`: quick held-out scores (Spearman ρ of each regularized dim with its
+  attribute, AUC and accuracy) used for validation during training and for ``heldout.json``;
+- :func:`add_calibration`: the latent → attribute calibration and the per-class statistics of
+  μ, fitted on the training split and stored in the best model's metadata;
+- :func:`heldout_summary`: the test split encoded with the best model.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from AttriVAELib.core.errors import ConfigError
+from AttriVAELib.data.manifest import load_manifest, load_split
+from AttriVAELib.nn.checkpoint import load_checkpoint, save_checkpoint, split_prefix
+from AttriVAELib.nn.model import AttriVAE, ModelConfig, class_probabilities
+
+__all__ = ["add_calibration", "encode_split", "heldout_summary", "latent_scores"]
+
+
+def latent_scores(mu: np.ndarray, attributes: np.ndarray, labels: np.ndarray, probs: np.ndarray | None, k: int,
+                  prefix: str = "", names: Sequence[str] | None = None) -> dict[str, float]:
+    """Quick held-out scores: Spearman ρ of each regularized dim with its attribute, and AUC."""
+    import warnings
+
+    from scipy.stats import spearmanr
+    from sklearn.metrics import roc_auc_score
+
+    out: dict[str, float] = {}
+    rhos = []
+    for j in range(min(k, attributes.shape[1])):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a constant column (e.g. an untrained dim) has no ρ: scored 0
+            rho = spearmanr(mu[:, j], attributes[:, j]).statistic if len(mu) > 2 else float("nan")
+        rho = float(rho) if np.isfinite(rho) else 0.0
+        rhos.append(rho)
+        out[f"{prefix}spearman_{names[j] if names else j}"] = rho
+    if rhos:
+        out[f"{prefix}spearman_min"] = float(min(rhos))
+    valid = labels >= 0
+    if probs is not None and valid.any() and len(np.unique(labels[valid])) > 1:
+        y, p = labels[valid], probs[valid]
+        auc = roc_auc_score(y, p[:, 1]) if p.shape[1] == 2 else roc_auc_score(y, p, multi_class="ovr")
+        out[f"{prefix}auc"] = float(auc)
+        out[f"{prefix}accuracy"] = float((p.argmax(1) == y).mean())
+    return out
+
+
+def _load_best(run_dir: str | os.PathLike) -> tuple[AttriVAE, dict[str, Any], dict[str, Any]]:
+    tensors, meta = load_checkpoint(run_dir, name="model")
+    model = AttriVAE(ModelConfig.from_dict(meta["model_config"]))
+    model.load_state_dict(split_prefix(tensors, "model"))
+    return model.eval(), tensors, meta
+
+
+@torch.no_grad()
+def encode_split(model: AttriVAE, meta: Mapping[str, Any], split_name: str) -> dict[str, np.ndarray]:
+    """μ (N, L), class probabilities (N, C) or None, raw attributes (N, K_all), labels (N,) of a split."""
+    from AttriVAELib.data.dataset import CohortDataset
+    from AttriVAELib.data.preprocessing import PreprocessSpec
+
+    manifest = load_manifest(meta["data"]["manifest"], attributes=meta["attributes"]["names"])
+    split = load_split(manifest, create=False)
+    data = CohortDataset(manifest, split[split_name], PreprocessSpec.from_dict(meta["preprocess"]))
+    mus, probs = [], []
+    for batch in torch.utils.data.DataLoader(data, batch_size=32):
+        mu, _ = model.encode(batch["image"])
+        mus.append(mu)
+        logits = model.classify(mu)
+        if logits is not None:
+            probs.append(class_probabilities(logits))
+    return {"mu": torch.cat(mus).numpy(), "probs": torch.cat(probs).numpy() if probs else None,
+            "attributes": data.attributes.numpy().astype(np.float64), "labels": data.labels.numpy(),
+            "subjects": list(split[split_name])}
+
+
+def add_calibration(run_dir: str | os.PathLike) -> None:
+    """Store in the best model what inference needs without the training data: the latent →
+    attribute calibration and the per-class statistics of μ, both fitted on the training split."""
+    from AttriVAELib.nn.calibration import AttributeCalibration
+    from AttriVAELib.nn.calibration import ClassStatistics
+
+    model, tensors, meta = _load_best(run_dir)
+    k = model.config.num_regularized
+    has_classes = model.config.num_classes > 0 and len((meta.get("labels") or {}).get("names") or []) > 1
+    if k == 0 and not has_classes:
+        return
+    enc = encode_split(model, meta, "train")
+    if k:
+        names = meta["attributes"]["names"][:k]
+        meta["calibration"] = AttributeCalibration.fit(enc["mu"][:, :k], enc["attributes"][:, :k], names).to_dict()
+    if has_classes:
+        try:
+            stats = ClassStatistics.from_latents(enc["mu"].astype(np.float64), enc["labels"], meta["labels"]["names"],
+                                                 source=f"{meta['data']['manifest']} (train split, n={len(enc['mu'])})")
+            meta["class_statistics"] = stats.to_dict()
+        except ConfigError:  # a training split with one class: counterfactuals need explicit targets
+            pass
+    save_checkpoint(run_dir, tensors, meta, name="model")
+
+
+def heldout_summary(run_dir: str | os.PathLike, split_name: str = "test") -> dict[str, Any]:
+    """Encode a held-out split with the best model: AUC and Spearman ρ per regularized dim (μ)."""
+    model, _, meta = _load_best(run_dir)
+    enc = encode_split(model, meta, split_name)
+    k = model.config.num_regularized
+    scores = latent_scores(enc["mu"], enc["attributes"], enc["labels"], enc["probs"], k,
+                           names=meta["attributes"]["names"][:k])
+    return {"split": split_name, "n": len(enc["mu"]), "best_epoch": meta["best"]["epoch"], **scores}
