@@ -7,26 +7,23 @@ are imported inside methods only, so Slicer can discover this module before they
 installed; they are installed on first use, after one confirmation.
 """
 
+import contextlib
 import logging
 import pathlib
 import shutil
 import sys
+import traceback
 from typing import Annotated, Union
 
 import ctk
 import qt
-import vtk
-
 import slicer
+import vtk
 from slicer import vtkMRMLLabelMapVolumeNode, vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
 from slicer.i18n import tr as _
 from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
-from slicer.ScriptedLoadableModule import (
-    ScriptedLoadableModule,
-    ScriptedLoadableModuleLogic,
-    ScriptedLoadableModuleTest,
-    ScriptedLoadableModuleWidget,
-)
+from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoadableModuleLogic,
+                                           ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
 from slicer.util import VTKObservationMixin
 
 # Choices shown in the combo boxes. They mirror AttriVAELib (which cannot be imported here):
@@ -42,6 +39,8 @@ COUNTERFACTUAL_MODES = ("other class", "attribute value")
 DECODE_DELAY_MS = 150
 #: How often the training output is drained into the log (ms).
 TRAINING_POLL_MS = 250
+#: How often a background task's progress and results are taken on the main thread (ms).
+TASK_POLL_MS = 50
 
 
 #
@@ -57,7 +56,7 @@ class AttriVAE(ScriptedLoadableModule):
         self.parent.title = _("AttriVAE")
         self.parent.categories = ["Explainable AI"]
         self.parent.dependencies = []
-        self.parent.contributors = ["AttriVAE developers"]
+        self.parent.contributors = ["AttriVAE developers (SlicerAttriVAE project)"]
         self.parent.helpText = _("""
 Interpretable 3D generative models (Attri-VAE) for MRI/CT volumes.
 <ul>
@@ -89,12 +88,16 @@ and Graphics, 2023. Module structure follows the 3D Slicer scripted module templ
 
 @parameterNodeWrapper
 class AttriVAEParameterNode:
-    """Module settings saved with the scene (the widgets are bound to them by SlicerParameterName)."""
+    """Module settings saved with the scene (the widgets are bound to them by SlicerParameterName).
+
+    The three paths are plain strings ("" when unset) synchronised by the widget (PATH_WIDGETS):
+    a pathlib.Path field shows an unset path as "." in its ctkPathLineEdit.
+    """
 
     inputVolume: vtkMRMLScalarVolumeNode
     maskNode: Union[vtkMRMLLabelMapVolumeNode, vtkMRMLSegmentationNode, None]
     useDemoModel: bool = True
-    modelPath: pathlib.Path
+    modelPath: str = ""
     device: Annotated[str, Choice(DEVICE_CHOICES)] = "auto"
     cpuFallback: bool = True
     gradcamLayer: Annotated[str, Choice(LAYER_CHOICES)] = "auto"
@@ -108,10 +111,15 @@ class AttriVAEParameterNode:
     traversalSteps: Annotated[int, WithinRange(2, 64)] = 9
     counterfactualMode: Annotated[str, Choice(COUNTERFACTUAL_MODES)] = "other class"
     counterfactualValue: float = 0.0
-    trainManifest: pathlib.Path
-    trainOutput: pathlib.Path
+    trainManifest: str = ""
+    trainOutput: str = ""
     trainPreset: Annotated[str, Choice(PRESET_CHOICES)] = "fast_cpu"
     trainEpochs: Annotated[int, WithinRange(1, 10000)] = 60
+
+
+#: Path settings (parameter name -> ctkPathLineEdit), synchronised by the widget, not by connectGui.
+PATH_WIDGETS = {"modelPath": "modelPathLineEdit", "trainManifest": "manifestPathLineEdit",
+                "trainOutput": "trainOutputPathLineEdit"}
 
 
 def _comboData(combo):
@@ -121,8 +129,8 @@ def _comboData(combo):
 
 
 def _pathText(path) -> str:
-    """A path parameter as text ('' when unset: an empty pathlib.Path reads as '.')."""
-    text = str(path or "").strip()
+    """A path setting as text ('' when unset, never '.'); see AttriVAELib.slicer.panel_state.path_text."""
+    text = str(path if path is not None else "").strip()
     return "" if text in ("", ".") else text
 
 
@@ -133,13 +141,46 @@ def _htmlLines(lines) -> str:
     return "<br>".join(html.escape(line) for line in lines)
 
 
+_errorDepth = [0]
+
+
+@contextlib.contextmanager
+def showErrors(message: str, waitCursor: bool = False):
+    """Show an exception of the block in ONE popup and continue after the block.
+
+    Unlike slicer.util.tryWithErrorDisplay (which re-raises, so the code after the block is
+    skipped and nested uses show two popups), only the outermost block shows the error; inner
+    blocks pass it up. In testing mode the error propagates, so a test sees it.
+    """
+    _errorDepth[0] += 1
+    cursor = False
+    try:
+        if waitCursor:
+            slicer.app.setOverrideCursor(qt.Qt.WaitCursor)
+            cursor = True
+        yield
+    except Exception as exc:
+        if cursor:
+            slicer.app.restoreOverrideCursor()
+            cursor = False
+        if _errorDepth[0] > 1 or slicer.app.testingEnabled():
+            raise
+        logging.error("%s %s", message, exc)
+        slicer.util.errorDisplay(f"{message}\n\n{exc}", detailedText=traceback.format_exc())
+    finally:
+        if cursor:
+            slicer.app.restoreOverrideCursor()
+        _errorDepth[0] -= 1
+
+
 #
 # AttriVAEWidget
 #
 
 
 class AttriVAEWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
-    """The module panel."""
+    """The module panel. Long work runs as background tasks of the session (AttriVAELib.slicer.tasks):
+    a QTimer polls them, the status bar and the progress bar show their progress, Cancel stops them."""
 
     def __init__(self, parent=None) -> None:
         ScriptedLoadableModuleWidget.__init__(self, parent)
@@ -154,15 +195,20 @@ class AttriVAEWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._decodeTimer = None
         self._trainingProcess = None
         self._trainingTimer = None
+        self._taskTimer = None
+        self._sync = None
 
     # ------------------------------------------------------------------ setup
     def setup(self) -> None:
+        from AttriVAELib.slicer.panel_state import PanelSync
+
         ScriptedLoadableModuleWidget.setup(self)
         uiWidget = slicer.util.loadUI(self.resourcePath("UI/AttriVAE.ui"))
         self.layout.addWidget(uiWidget)
         self.ui = slicer.util.childWidgetVariables(uiWidget)
         uiWidget.setMRMLScene(slicer.mrmlScene)
         self.logic = AttriVAELogic()
+        self._sync = PanelSync()
 
         self._decodeTimer = qt.QTimer()
         self._decodeTimer.setSingleShot(True)
@@ -171,11 +217,15 @@ class AttriVAEWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._trainingTimer = qt.QTimer()
         self._trainingTimer.setInterval(TRAINING_POLL_MS)
         self._trainingTimer.connect("timeout()", self.onTrainingTimer)
+        self._taskTimer = qt.QTimer()
+        self._taskTimer.setInterval(TASK_POLL_MS)
+        self._taskTimer.connect("timeout()", self.onTaskTimer)
 
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
 
         self.ui.loadModelButton.connect("clicked(bool)", self.onLoadModelButton)
+        self.ui.modelFileButton.connect("clicked(bool)", self.onModelFileButton)
         self.ui.installDependenciesButton.connect("clicked(bool)", self.onInstallDependenciesButton)
         self.ui.encodeButton.connect("clicked(bool)", self.onEncodeButton)
         self.ui.restoreButton.connect("clicked(bool)", self.onRestoreButton)
@@ -191,18 +241,25 @@ class AttriVAEWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.counterfactualAttributeComboBox.connect("currentIndexChanged(int)", self.onCounterfactualAttribute)
         self.ui.counterfactualButton.connect("clicked(bool)", self.onCounterfactualButton)
         self.ui.trainButton.connect("clicked(bool)", self.onTrainButton)
+        self.ui.cancelTaskButton.connect("clicked(bool)", self.onCancelTaskButton)
+        for name, widgetName in PATH_WIDGETS.items():
+            getattr(self.ui, widgetName).connect("currentPathChanged(QString)",
+                                                 lambda text, name=name: self.onPathChanged(name, text))
 
         self.ui.trainProgressBar.setVisible(False)
+        self.ui.taskFrame.setVisible(False)
         self.initializeParameterNode()
         self._updateButtonStates()
 
     def cleanup(self) -> None:
         """Called when the application closes and the module widget is destroyed."""
         self.removeObservers()
-        if self._decodeTimer is not None:
-            self._decodeTimer.stop()
-        if self._trainingTimer is not None:
-            self._trainingTimer.stop()
+        for timer in (self._decodeTimer, self._trainingTimer, self._taskTimer):
+            if timer is not None:
+                timer.stop()
+        session = self._session()
+        if session is not None:
+            session.cancel_task()
         if self._trainingProcess is not None and self._trainingProcess.running:
             self._trainingProcess.cancel()
         if self._parameterNode is not None and self._parameterNodeGuiTag is not None:
@@ -220,23 +277,29 @@ class AttriVAEWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameterNodeModified)
 
     def onSceneStartClose(self, caller, event) -> None:
+        session = self._session()
+        if session is not None:
+            session.cancel_task()  # nothing may be written into the closing scene
         self.setParameterNode(None)
         self._decodeTimer.stop()
         self._pendingLatents = {}
         if self.logic is not None:
             self.logic.closeSession()
         self._clearSliders()
+        self._sync.forget("heatmap")
+        self._sync.forget("traversal")
 
     def onSceneEndClose(self, caller, event) -> None:
         if self.parent.isEntered:
             self.initializeParameterNode()
 
     def initializeParameterNode(self) -> None:
+        from AttriVAELib.slicer.panel_state import default_input_node
+
         self.setParameterNode(self.logic.getParameterNode())
         if not self._parameterNode.inputVolume:
-            candidate = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
-            if candidate and not candidate.IsA("vtkMRMLLabelMapVolumeNode") \
-                    and not candidate.GetAttribute("AttriVAE.Role"):
+            candidate = default_input_node(slicer.mrmlScene)  # skips label maps and AttriVAE's outputs
+            if candidate is not None:
                 self._parameterNode.inputVolume = candidate
 
     def setParameterNode(self, inputParameterNode) -> None:
@@ -247,32 +310,105 @@ class AttriVAEWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameterNodeModified)
         self._parameterNode = inputParameterNode
         if self._parameterNode is not None:
-            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+            # The connectors clear and refill the bound combo boxes: those signals are not user changes.
+            with self._sync.connecting():
+                self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+            self._sync.remember("heatmap", self._heatmapChoice())
+            self._sync.remember("traversal", self._traversalChoice())
             self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameterNodeModified)
-            self._updateButtonStates()
+            self._onParameterNodeModified()
 
     def _onParameterNodeModified(self, caller=None, event=None) -> None:
+        params = self._parameterNode
+        if params is not None:
+            for name, widgetName in PATH_WIDGETS.items():
+                widget = getattr(self.ui, widgetName)
+                text = _pathText(getattr(params, name))
+                if widget.currentPath != text:
+                    wasBlocked = widget.blockSignals(True)
+                    widget.currentPath = text
+                    widget.blockSignals(wasBlocked)
         self._updateButtonStates()
+
+    def onPathChanged(self, name: str, text: str) -> None:
+        if self._parameterNode is not None and not self._sync.quiet:
+            setattr(self._parameterNode, name, _pathText(text))
 
     def _session(self):
         """The logic's session; None until a model is first loaded (AttriVAELib may not be installed yet)."""
         return self.logic.session if self.logic is not None else None
 
+    def _busy(self) -> bool:
+        session = self._session()
+        return session is not None and session.busy
+
     def _updateButtonStates(self) -> None:
         params = self._parameterNode
         session = self._session()
+        busy = self._busy()
         hasEncoding = session is not None and session.has_encoding
         hasInput = params is not None and params.inputVolume is not None
         self.ui.modelPathLineEdit.enabled = params is not None and not params.useDemoModel
-        self.ui.encodeButton.enabled = hasInput
+        self.ui.modelFileButton.enabled = params is not None and not params.useDemoModel
+        self.ui.loadModelButton.enabled = not busy
+        self.ui.encodeButton.enabled = hasInput and not busy
         self.ui.encodeButton.toolTip = _("Encode the input volume") if hasInput else _("Select an input volume")
         for button in (self.ui.resetButton, self.ui.computeAttentionButton, self.ui.traversalButton,
                        self.ui.counterfactualButton):
-            button.enabled = hasEncoding
-        self.ui.restoreButton.enabled = self.logic is not None and self.logic.hasSavedState()
+            button.enabled = hasEncoding and not busy
+        self.ui.restoreButton.enabled = self.logic is not None and self.logic.hasSavedState() and not busy
         attributeMode = params is not None and params.counterfactualMode == COUNTERFACTUAL_MODES[1]
         self.ui.counterfactualAttributeComboBox.enabled = attributeMode
         self.ui.counterfactualValueSpinBox.enabled = attributeMode
+
+    # ------------------------------------------------------------------ background tasks
+    def _runTask(self, task, onDone=None) -> None:
+        """Run a session task in the background: progress in the status bar and the progress bar, Cancel stops it."""
+        def onProgress(task):
+            percent = int(round(100 * task.fraction))
+            self.ui.taskProgressBar.setValue(percent)
+            slicer.util.showStatusMessage(f"{task.name}: {task.message} ({percent}%)", 2000)
+
+        def onFinished(task):
+            self.ui.taskProgressBar.setValue(100)
+            if task.state == "done":
+                slicer.util.showStatusMessage(_("{name}: done").format(name=task.name), 2000)
+                if onDone is not None:
+                    with showErrors(_("{name} failed.").format(name=task.name)):
+                        onDone(task.value)
+            elif task.state == "cancelled":
+                slicer.util.showStatusMessage(_("{name}: cancelled").format(name=task.name), 3000)
+            else:
+                with showErrors(_("{name} failed.").format(name=task.name)):
+                    task.result()  # raises the task's error inside showErrors: one popup
+            self._showMessages()
+            self._updateButtonStates()
+
+        task.on_progress = onProgress
+        task.on_finished = onFinished
+        self.logic.getSession().start(task)
+        self.ui.taskProgressBar.setValue(0)
+        self.ui.taskProgressBar.setFormat(f"{task.name}: %p%")
+        self.ui.taskFrame.setVisible(True)
+        self.ui.cancelTaskButton.enabled = True
+        self._taskTimer.start()
+        self._updateButtonStates()
+
+    def onTaskTimer(self) -> None:
+        """Deliver progress and write results on the main thread, a few milliseconds at a time."""
+        session = self._session()
+        if session is None or not session.process_tasks():
+            self._taskTimer.stop()
+            self.ui.taskFrame.setVisible(False)
+            self._updateButtonStates()
+            if self._pendingLatents:
+                self._decodeTimer.start()  # slider moves that arrived while busy
+
+    def onCancelTaskButton(self) -> None:
+        session = self._session()
+        if session is not None:
+            session.cancel_task()
+        self.ui.cancelTaskButton.enabled = False
 
     # ------------------------------------------------------------------ model
     def _modelLocation(self) -> str:
@@ -284,29 +420,47 @@ class AttriVAEWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             raise ValueError(_("Select a model (a training run folder or its model.safetensors), or use the demo."))
         return location
 
-    def _ensureModel(self, reload: bool = False) -> bool:
-        """Install the dependencies if needed and load the selected model; False if the user declined."""
-        if not self.logic.setupPythonRequirements(askConfirmation=True):
-            return False
+    def _requirementsReady(self) -> bool:
+        """Install the dependencies if needed (the confirmation comes first, without a busy cursor)."""
+        ready = False
+        with showErrors(_("Failed to install the Python packages.")):
+            ready = self.logic.setupPythonRequirements(askConfirmation=True)
+        return ready
+
+    def _withModel(self, then, reload: bool = False) -> None:
+        """Load the selected model in the background if needed, then call ``then()``."""
+        if not self._requirementsReady():
+            return
         params = self._parameterNode
         session = self.logic.getSession()
         location = self._modelLocation()
-        if reload or not session.is_loaded(location, params.device):
-            self.ui.modelInfoLabel.text = self.logic.loadModel(location, params.device, params.cpuFallback)
-            self._clearSliders()
         session.set_cpu_fallback(params.cpuFallback)
-        self._showMessages()
-        return True
+        if not reload and session.is_loaded(location, params.device):
+            then()
+            return
+
+        def loaded(description):
+            self.ui.modelInfoLabel.text = description
+            self._clearSliders()
+            then()
+
+        self._runTask(session.load_model_task(location, params.device, fallback_to_cpu=params.cpuFallback), loaded)
 
     def onLoadModelButton(self) -> None:
-        with slicer.util.tryWithErrorDisplay(_("Failed to load the model."), waitCursor=True):
-            self._ensureModel(reload=True)
+        with showErrors(_("Failed to load the model.")):
+            self._withModel(lambda: None, reload=True)
         self._updateButtonStates()
 
+    def onModelFileButton(self) -> None:
+        path = qt.QFileDialog.getOpenFileName(self.parent, _("Choose an AttriVAE model file"),
+                                              _pathText(self._parameterNode.modelPath),
+                                              _("AttriVAE model (*.safetensors);;All files (*)"))
+        if path:
+            self._parameterNode.modelPath = path
+
     def onInstallDependenciesButton(self) -> None:
-        with slicer.util.tryWithErrorDisplay(_("Failed to install the Python packages."), waitCursor=True):
-            if self.logic.setupPythonRequirements(askConfirmation=True):
-                self.ui.modelInfoLabel.text = _("All required Python packages are installed.")
+        if self._requirementsReady():
+            self.ui.modelInfoLabel.text = _("All required Python packages are installed.")
 
     def _showMessages(self) -> None:
         """Log the session's new notes for the user (e.g. a CPU fallback); show the newest in the status bar."""
@@ -319,30 +473,34 @@ class AttriVAEWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     # ------------------------------------------------------------------ encode
     def onEncodeButton(self) -> None:
-        with slicer.util.tryWithErrorDisplay(_("Failed to encode the image."), waitCursor=True):
-            if not self._ensureModel():
-                return
-            params = self._parameterNode
-            self.logic.encode(params.inputVolume, params.maskNode)
-            self._showEncoding()
-            reconstruction = self.logic.reconstructionNode()
-            slicer.util.setSliceViewerLayers(background=reconstruction, foreground=params.inputVolume,
-                                             foregroundOpacity=0.0, fit=True)
-            self.logic.saveState()
-        self._showMessages()
+        with showErrors(_("Failed to encode the image.")):
+            self._withModel(self._startEncode)
         self._updateButtonStates()
 
+    def _startEncode(self) -> None:
+        params = self._parameterNode
+        inputVolume = params.inputVolume
+        session = self.logic.getSession()
+
+        def encoded(summary):
+            self._showEncoding()
+            slicer.util.setSliceViewerLayers(background=session.ensure_reconstruction(), foreground=inputVolume,
+                                             foregroundOpacity=0.0, fit=True)
+            self.logic.saveState()
+
+        self._runTask(session.encode_task(inputVolume, params.maskNode), encoded)
+
     def onRestoreButton(self) -> None:
-        with slicer.util.tryWithErrorDisplay(_("Failed to restore the saved session."), waitCursor=True):
-            if not self.logic.setupPythonRequirements(askConfirmation=True):
-                return
+        if not self._requirementsReady():
+            return
+        with showErrors(_("Failed to restore the saved session."), waitCursor=True):
             state = self.logic.restoreState()
             session = self.logic.getSession()
             if not session.has_encoding:
                 raise ValueError(_("The scene holds no complete AttriVAE session to restore."))
             if state.get("model") and state["model"] != "demo":
                 self._parameterNode.useDemoModel = False
-                self._parameterNode.modelPath = pathlib.Path(state["model"])
+                self._parameterNode.modelPath = state["model"]
             self._parameterNode.inputVolume = session.input_node
             self.ui.modelInfoLabel.text = session.model_description
             self._showEncoding()
@@ -418,23 +576,32 @@ class AttriVAEWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._decodeTimer.start()  # restarts: decode once the slider rests for DECODE_DELAY_MS
 
     def onDecodeTimer(self) -> None:
-        pending, self._pendingLatents = self._pendingLatents, {}
-        if not pending:
+        if not self._pendingLatents:
             return
-        with slicer.util.tryWithErrorDisplay(_("Failed to decode the latent vector.")):
-            self.logic.setLatents(pending)
+        if self._busy():
+            return  # decoded when the running task ends (onTaskTimer restarts this timer)
+        pending, self._pendingLatents = self._pendingLatents, {}
+        session = self.logic.getSession()
+
+        def decoded(node):
             self._showPrediction()
             self.logic.saveState()
-        self._showMessages()
+
+        with showErrors(_("Failed to decode the latent vector.")):
+            self._runTask(session.latents_task(pending, preview=True), decoded)
 
     def onResetButton(self) -> None:
-        with slicer.util.tryWithErrorDisplay(_("Failed to reset the latent vector."), waitCursor=True):
-            self._decodeTimer.stop()
-            self._pendingLatents = {}
-            self.logic.resetLatents()
+        self._decodeTimer.stop()
+        self._pendingLatents = {}
+        session = self.logic.getSession()
+
+        def reset(node):
             self._setSliderValues()
             self._showPrediction()
             self.logic.saveState()
+
+        with showErrors(_("Failed to reset the latent vector.")):
+            self._runTask(session.reset_task(), reset)
 
     def _fillDimensionCombos(self) -> None:
         session = self.logic.getSession()
@@ -445,22 +612,35 @@ class AttriVAEWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             for text, dim in session.dimension_choices(attributesOnly):
                 combo.addItem(text, dim)
             combo.blockSignals(wasBlocked)
+        self._sync.forget("traversal")  # a new encoding: its default range applies
         self.onTraversalDimChanged()
         self.onCounterfactualAttribute()
 
     # ------------------------------------------------------------------ attention
     def onComputeAttentionButton(self) -> None:
-        with slicer.util.tryWithErrorDisplay(_("Failed to compute the attention maps."), waitCursor=True):
-            params = self._parameterNode
-            maps = self.logic.computeAttention(params.gradcamLayer, params.signedHeatmaps, params.colormap,
-                                               params.threshold, params.opacity)
+        params = self._parameterNode
+        session = self.logic.getSession()
+
+        def computed(maps):
             wasBlocked = self.ui.heatmapComboBox.blockSignals(True)
             self.ui.heatmapComboBox.clear()
             for name in maps:
                 self.ui.heatmapComboBox.addItem(name)
             self.ui.heatmapComboBox.blockSignals(wasBlocked)
+            self._sync.forget("heatmap")
             self.onHeatmapStyleChanged()
-        self._showMessages()
+
+        with showErrors(_("Failed to compute the attention maps.")):
+            colormap = params.colormap
+            if params.signedHeatmaps and colormap == COLORMAP_CHOICES[0]:
+                colormap = None  # a diverging table for signed maps
+            self._runTask(session.attention_task(params.gradcamLayer, relu=not params.signedHeatmaps,
+                                                 colormap=colormap, threshold=params.threshold,
+                                                 opacity=params.opacity), computed)
+
+    def _heatmapChoice(self):
+        return (self.ui.heatmapComboBox.currentText, round(self.ui.opacitySliderWidget.value, 4),
+                round(self.ui.thresholdSliderWidget.value, 4), self.ui.colormapComboBox.currentText)
 
     def onHeatmapStyleChanged(self, *args) -> None:
         """Show the selected heatmap with the current colour table, opacity and threshold (no recompute)."""
@@ -468,32 +648,36 @@ class AttriVAEWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         name = self.ui.heatmapComboBox.currentText
         if session is None or not name or name not in session.heatmap_names:
             return
-        with slicer.util.tryWithErrorDisplay(_("Failed to show the attention map.")):
+        if not self._sync.should_apply("heatmap", self._heatmapChoice()):
+            return  # a refill of the combo boxes on module entry, or nothing changed
+        with showErrors(_("Failed to show the attention map.")):
             # shown over the encoded input in every slice view, at this opacity
             self.logic.showHeatmap(name, opacity=self.ui.opacitySliderWidget.value,
                                    threshold=self.ui.thresholdSliderWidget.value,
                                    colormap=self.ui.colormapComboBox.currentText or None)
 
     # ------------------------------------------------------------------ traversal
+    def _traversalChoice(self):
+        return (_comboData(self.ui.traversalDimComboBox), self.ui.traversalUnitsComboBox.currentText)
+
     def onTraversalDimChanged(self, *args) -> None:
         """Default traversal range: the slider range (latent) or the calibrated range (attribute)."""
         session = self._session()
         dim = _comboData(self.ui.traversalDimComboBox)
         if session is None or not session.has_encoding or dim is None or self._parameterNode is None:
             return
+        if not self._sync.should_apply("traversal", self._traversalChoice()):
+            return  # module entry refilled the units box: keep the user's range
         low, high = session.traversal_range(int(dim), self.ui.traversalUnitsComboBox.currentText)
         self._parameterNode.traversalMin = float(low)
         self._parameterNode.traversalMax = float(high)
 
     def onTraversalButton(self) -> None:
-        with slicer.util.tryWithErrorDisplay(_("Failed to create the traversal."), waitCursor=True):
-            params = self._parameterNode
-            dim = _comboData(self.ui.traversalDimComboBox)
-            if dim is None:
-                raise ValueError(_("Encode an image first."))
-            sequence = self.logic.createTraversal(int(dim), params.traversalMin, params.traversalMax,
-                                                  params.traversalSteps, params.traversalUnits)
-            browser = self.logic.getSession().traversal_browser
+        params = self._parameterNode
+        session = self.logic.getSession()
+
+        def created(sequence):
+            browser = session.traversal_browser
             if browser is not None:
                 proxy = browser.GetProxyNode(sequence)
                 if proxy is not None:
@@ -502,7 +686,13 @@ class AttriVAEWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 if sequences is not None and hasattr(sequences, "setToolBarActiveBrowserNode"):
                     sequences.setToolBarActiveBrowserNode(browser)
             slicer.util.showStatusMessage(_("Traversal ready: play it with the Sequences toolbar."), 5000)
-        self._showMessages()
+
+        with showErrors(_("Failed to create the traversal.")):
+            dim = _comboData(self.ui.traversalDimComboBox)
+            if dim is None:
+                raise ValueError(_("Encode an image first."))
+            self._runTask(session.traversal_task(int(dim), params.traversalMin, params.traversalMax,
+                                                 params.traversalSteps, units=params.traversalUnits), created)
 
     # ------------------------------------------------------------------ counterfactual
     def onCounterfactualAttribute(self, *args) -> None:
@@ -515,20 +705,24 @@ class AttriVAEWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._parameterNode.counterfactualValue = estimate
 
     def onCounterfactualButton(self) -> None:
-        with slicer.util.tryWithErrorDisplay(_("Failed to compute the counterfactual."), waitCursor=True):
-            params = self._parameterNode
+        params = self._parameterNode
+        session = self.logic.getSession()
+        inputVolume = params.inputVolume
+        opacity = params.opacity
+
+        def computed(node):
+            slicer.util.setSliceViewerLayers(background=inputVolume, foreground=node, foregroundOpacity=opacity)
+            self.ui.counterfactualLabel.text = _htmlLines(session.counterfactual_lines())
+
+        with showErrors(_("Failed to compute the counterfactual.")):
             if params.counterfactualMode == COUNTERFACTUAL_MODES[1]:
                 dim = _comboData(self.ui.counterfactualAttributeComboBox)
                 if dim is None:
                     raise ValueError(_("Select the attribute to change."))
-                node = self.logic.computeCounterfactual("attribute", int(dim), params.counterfactualValue,
-                                                        opacity=params.opacity)
+                mode = ("attribute", int(dim), params.counterfactualValue)
             else:
-                node = self.logic.computeCounterfactual("other_class", opacity=params.opacity)
-            slicer.util.setSliceViewerLayers(background=params.inputVolume, foreground=node,
-                                             foregroundOpacity=params.opacity)
-            self.ui.counterfactualLabel.text = _htmlLines(self.logic.getSession().counterfactual_lines())
-        self._showMessages()
+                mode = "other_class"
+            self._runTask(session.counterfactual_task(mode, opacity=opacity), computed)
 
     # ------------------------------------------------------------------ training
     def onTrainButton(self) -> None:
@@ -536,9 +730,9 @@ class AttriVAEWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._trainingProcess.cancel()
             self.ui.trainLogTextEdit.appendPlainText(_("Cancelling..."))
             return
-        with slicer.util.tryWithErrorDisplay(_("Failed to start training.")):
-            if not self.logic.setupPythonRequirements(askConfirmation=True):
-                return
+        if not self._requirementsReady():
+            return
+        with showErrors(_("Failed to start training.")):
             params = self._parameterNode
             process = self.logic.startTraining(_pathText(params.trainManifest), _pathText(params.trainOutput),
                                                params.trainPreset, params.trainEpochs, params.device)
@@ -552,7 +746,11 @@ class AttriVAEWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._trainingTimer.start()
 
     def onTrainingTimer(self) -> None:
-        """Drain the training output on the main thread; finish up when the process has exited."""
+        """Drain the training output on the main thread; finish up when the process has exited.
+
+        Works whether or not the module is shown and after a scene close: it reads the process's
+        own output folder, never the panel's (possibly reset) settings.
+        """
         process = self._trainingProcess
         if process is None:
             self._trainingTimer.stop()
@@ -570,14 +768,13 @@ class AttriVAEWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.trainButton.text = _("Train")
         self.ui.trainButton.toolTip = _("Train a model in a background process")
         self.ui.trainProgressBar.setVisible(False)
-        output = _pathText(self._parameterNode.trainOutput)
         if process.cancelled:
             self.ui.trainLogTextEdit.appendPlainText(_("Training cancelled."))
         elif process.returncode == 0:
-            self.ui.trainLogTextEdit.appendPlainText(_("Training finished: {path}").format(path=output))
-            self._parameterNode.useDemoModel = False
-            self._parameterNode.modelPath = pathlib.Path(output)
-            slicer.util.showStatusMessage(_("Training finished; press 'Load model' to use it."), 5000)
+            output = self.logic.selectTrainedModel(process)
+            self.ui.trainLogTextEdit.appendPlainText(_("Training finished: {path}").format(path=output or "?"))
+            if output:
+                slicer.util.showStatusMessage(_("Training finished; the new model is selected."), 5000)
         else:
             tail = "\n".join(process.log[-5:])
             slicer.util.errorDisplay(_("Training failed (exit code {code}).").format(code=process.returncode),
@@ -606,15 +803,22 @@ class AttriVAELogic(ScriptedLoadableModuleLogic):
     def setupPythonRequirements(self, askConfirmation: bool = True) -> bool:
         """Install torch (through the PyTorch extension) and the other packages if missing.
 
-        One confirmation for everything; no prompt and no installation while Slicer runs its
-        tests (the testing environment must provide the packages). Returns True when all
-        requirements are importable.
+        One confirmation for everything (asked before the busy cursor); no prompt and no
+        installation while Slicer runs its tests (the testing environment must provide the
+        packages). An installed torch that is too old is never upgraded in place (it may be
+        imported already): the user is told to update it in PyTorch Utils and restart.
+        Returns True when all requirements are importable.
         """
-        from AttriVAELib.slicer.requirements import missing_requirements
+        import importlib
+
+        from AttriVAELib.slicer.requirements import TORCH_REQUIREMENT, missing_requirements, torch_update_message
 
         missing = missing_requirements()
         if not missing:
             return True
+        update = torch_update_message()
+        if update:
+            raise RuntimeError(update)
         if slicer.app.testingEnabled():
             logging.warning("AttriVAE: missing Python packages in testing mode: %s", ", ".join(missing))
             return False
@@ -623,19 +827,23 @@ class AttriVAELogic(ScriptedLoadableModuleLogic):
                   "(this can take several minutes):\n\n{packages}").format(packages="\n".join(missing)),
                 windowTitle=_("Install Python packages")):
             return False
-        if any(req.startswith("torch") for req in missing):
-            try:
-                import PyTorchUtils
-            except ModuleNotFoundError:
-                raise RuntimeError(_("AttriVAE needs the PyTorch extension: install it from the Extensions Manager "
-                                     "and restart Slicer.")) from None
-            torch = PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=False,
-                                                                  torchVersionRequirement=">=2.1")
-            if torch is None:
-                return False
-        rest = [req for req in missing if not req.startswith("torch")]
-        if rest:
-            self._pipInstall(rest)
+        with slicer.util.WaitCursor():
+            if any(req.startswith("torch") for req in missing):
+                try:
+                    import PyTorchUtils
+                except ModuleNotFoundError:
+                    raise RuntimeError(_("AttriVAE needs the PyTorch extension: install it from the Extensions "
+                                         "Manager and restart Slicer.")) from None
+                minimum = TORCH_REQUIREMENT[len("torch"):]
+                torch = PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=False,
+                                                                      torchVersionRequirement=minimum)
+                importlib.invalidate_caches()
+                if torch is None:
+                    return False
+            rest = [req for req in missing if not req.startswith("torch")]
+            if rest:
+                self._pipInstall(rest)
+            importlib.invalidate_caches()  # so the new packages are found without a restart
         still = missing_requirements()
         if still:
             raise RuntimeError(_("These Python packages could not be installed: {packages}").format(
@@ -644,22 +852,13 @@ class AttriVAELogic(ScriptedLoadableModuleLogic):
 
     @staticmethod
     def _pipInstall(requirements) -> None:
-        """``pip_ensure`` of Slicer's packaging helpers when present, else ``slicer.util.pip_install``."""
-        helpers = None
-        for name in ("slicer.packaging", "slicer.pydeps"):
-            try:
-                helpers = __import__(name, fromlist=["pip_ensure"])
-                break
-            except ImportError:
-                continue
-        pipEnsure = getattr(helpers, "pip_ensure", None)
-        if pipEnsure is not None:
-            from packaging.requirements import Requirement
-
-            try:
-                pipEnsure([Requirement(r) for r in requirements], prompt_install=False, requester="AttriVAE")
-            except TypeError:  # an older signature: it asks once more
-                pipEnsure([Requirement(r) for r in requirements])
+        """``slicer.packaging.pip_ensure`` where Slicer has it (5.12+), else ``slicer.util.pip_install``."""
+        try:
+            from slicer.packaging import pip_ensure
+        except ImportError:
+            pip_ensure = None
+        if pip_ensure is not None:
+            pip_ensure(list(requirements), prompt_install=False, requester="AttriVAE")
         else:
             slicer.util.pip_install(" ".join(requirements))
 
@@ -735,6 +934,22 @@ class AttriVAELogic(ScriptedLoadableModuleLogic):
         """The Python that runs the training process (Slicer's PythonSlicer launcher when available)."""
         return shutil.which("PythonSlicer") or sys.executable
 
+    @staticmethod
+    def selectTrainedModel(process):
+        """Make the run a finished training process wrote the selected model of the current scene.
+
+        Uses the process's own output folder and the scene's parameter node (created if the
+        scene was closed meanwhile), so it works when the module is not shown. Returns the
+        folder, or None when the process made no model.
+        """
+        from AttriVAELib.slicer.panel_state import select_trained_model
+        from AttriVAELib.slicer.training_process import trained_model
+
+        output = trained_model(process)
+        if output is None:
+            return None
+        return str(select_trained_model(slicer.mrmlScene, output))
+
     def startTraining(self, manifest: str, output: str, preset: str = "fast_cpu", epochs: int = 60,
                       device: str = "auto"):
         """Start ``python -m AttriVAELib.cli train`` in the background; return its TrainingProcess."""
@@ -771,8 +986,8 @@ class AttriVAETest(ScriptedLoadableModuleTest):
             return str(find_demo_model())
         except Exception:  # the demo model is not shipped in this build
             pass
-        from AttriVAELib.train.config import resolve_config
         from AttriVAELib.cohorts.phantom.generator import generate_cohort
+        from AttriVAELib.train.config import resolve_config
         from AttriVAELib.train.trainer import train
 
         root = pathlib.Path(slicer.app.temporaryPath) / "AttriVAETest"
@@ -860,36 +1075,54 @@ class AttriVAETest(ScriptedLoadableModuleTest):
         self.assertIsNotNone(browser.GetProxyNode(sequence))
         self.delayDisplay("Logic test passed")
 
+    def _waitForTasks(self, widget, timeout: float = 120.0) -> None:
+        """Let the widget's timer run the background tasks to the end (the GUI stays live meanwhile)."""
+        import time
+
+        end = time.monotonic() + timeout
+        session = widget.logic.session
+        while (session is None or session.busy or widget._taskTimer.isActive()) and time.monotonic() < end:
+            slicer.app.processEvents()
+            time.sleep(0.01)
+            session = widget.logic.session
+        self.assertFalse(session is not None and session.busy, "a background task did not finish")
+
     def test_AttriVAEWidget(self):
+        """The whole workflow through the panel: demo model, encode, slider, attention, traversal,
+        counterfactual, module re-entry keeping the user's settings, scene close and reopen."""
         self.delayDisplay("Starting the widget test")
         logic = AttriVAELogic()
         if not logic.setupPythonRequirements(askConfirmation=False):
             self.skipTest("AttriVAE's Python packages are not installed in this testing environment")
         volume = self._obliquePhantom()
-        modelFolder = self._modelFolder()
         slicer.util.selectModule("AttriVAE")
         widget = slicer.modules.AttriVAEWidget
         params = widget._parameterNode
-        params.useDemoModel = False
-        params.modelPath = pathlib.Path(modelFolder)
-        params.inputVolume = volume
-        widget.ui.encodeButton.click()
+        self.assertEqual(params.inputVolume.GetID(), volume.GetID())  # chosen automatically
+        self.assertEqual(widget.ui.trainOutputPathLineEdit.currentPath, "")  # unset paths are empty, not "."
+        params.useDemoModel = True
+        widget.ui.encodeButton.click()  # loads the demo model, then encodes, in the background
+        self.assertTrue(widget._busy())
+        self._waitForTasks(widget)
         session = widget.logic.session
         self.assertTrue(session.has_encoding)
         self.assertEqual(len(widget._sliders), session.latent_size)
 
-        # a slider move is decoded once the slider rests (debounced)
+        # a slider move is decoded once the slider rests (debounced), in the background
         label, slider = widget._sliders[0]
         before = session.slider_specs()[0].value
         farther = slider.maximum if abs(slider.maximum - before) > abs(slider.minimum - before) else slider.minimum
         slider.value = farther
         self.assertIn(": ", label.text)
         self.delayDisplay("Waiting for the debounced decode", DECODE_DELAY_MS * 4)
+        self._waitForTasks(widget)
         self.assertAlmostEqual(session.slider_specs()[0].value, slider.value, places=3)
         widget.ui.resetButton.click()
+        self._waitForTasks(widget)
         self.assertAlmostEqual(session.slider_specs()[0].value, before, places=4)
 
         widget.ui.computeAttentionButton.click()
+        self._waitForTasks(widget)
         self.assertGreater(widget.ui.heatmapComboBox.count, 0)
         widget.ui.opacitySliderWidget.value = 0.3
         composite = slicer.app.layoutManager().sliceWidget("Red").sliceLogic().GetSliceCompositeNode()
@@ -897,6 +1130,39 @@ class AttriVAETest(ScriptedLoadableModuleTest):
 
         params.traversalSteps = 3
         widget.ui.traversalButton.click()
+        self._waitForTasks(widget)
         sequence = slicer.mrmlScene.GetFirstNode("AttriVAE traversal", "vtkMRMLSequenceNode")
         self.assertEqual(sequence.GetNumberOfDataNodes(), 3)
+
+        widget.ui.counterfactualButton.click()
+        self._waitForTasks(widget)
+        self.assertIsNotNone(slicer.mrmlScene.GetFirstNode("AttriVAE counterfactual difference",
+                                                           "vtkMRMLScalarVolumeNode"))
+
+        # module re-entry keeps the user's settings and views
+        params.traversalUnits = TRAVERSAL_UNITS[1]  # a user change: the default attribute range applies
+        params.traversalMin, params.traversalMax = 0.125, 0.375  # then the user's own range
+        slicer.util.setSliceViewerLayers(background=volume, foreground=None)
+        slicer.util.selectModule("Data")
+        slicer.util.selectModule("AttriVAE")
+        self.assertEqual((params.traversalMin, params.traversalMax), (0.125, 0.375))
+        self.assertEqual(params.traversalUnits, TRAVERSAL_UNITS[1])
+        self.assertEqual(composite.GetBackgroundVolumeID(), volume.GetID())
+        self.assertFalse(composite.GetForegroundVolumeID())
+
+        # a long task can be cancelled; the panel is usable again at once
+        widget.ui.computeAttentionButton.click()
+        widget.ui.cancelTaskButton.click()
+        self._waitForTasks(widget, 5.0)
+
+        # scene close and reopen: the saved session comes back
+        path = str(pathlib.Path(slicer.app.temporaryPath) / "AttriVAETest.mrb")
+        self.assertTrue(slicer.util.saveScene(path))
+        slicer.mrmlScene.Clear(0)
+        self.assertFalse(widget.logic.session.has_encoding)
+        self.assertEqual(widget._sliders, {})
+        slicer.util.loadScene(path)
+        widget.ui.restoreButton.click()
+        self.assertTrue(widget.logic.session.has_encoding)
+        self.assertEqual(len(widget._sliders), widget.logic.session.latent_size)
         self.delayDisplay("Widget test passed")

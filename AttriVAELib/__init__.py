@@ -34,7 +34,7 @@ _EXPORTS = {
     "Encoding": "AttriVAELib.inference.encoding",
     # network
     "AttriVAE": "AttriVAELib.nn.model",
-    "ModelConfig": "AttriVAELib.nn.model",
+    "ModelConfig": "AttriVAELib.nn.config",
     # explanations
     "AttributeGradCAM": "AttriVAELib.explain.gradcam",
     "ClassifierGradCAM": "AttriVAELib.explain.gradcam",

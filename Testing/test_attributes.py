@@ -13,16 +13,9 @@ import pytest
 from scipy import ndimage as ndi
 from scipy.special import elliprg
 
-from AttriVAELib.data.attributes import (
-    ATTRIBUTE_UNITS,
-    max_axial_diameter_mm,
-    mean_wall_thickness_mm,
-    shape_attributes,
-    sphericity,
-    surface_area_mm2,
-    volume_ml,
-)
 from AttriVAELib.core.errors import InputError
+from AttriVAELib.data.attributes import (ATTRIBUTE_UNITS, max_axial_diameter_mm, mean_wall_thickness_mm,
+                                         shape_attributes, sphericity, surface_area_mm2, volume_ml)
 
 SPACINGS = {"1mm": (1.0, 1.0, 1.0), "0.7x0.7x1.3mm": (0.7, 0.7, 1.3)}
 # name: (outer semi-axes (x, y, z) in mm before the in-plane rotation, wall thickness or None)

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from AttriVAELib.nn.checkpoint import (load_checkpoint, optimizer_from_tensors, optimizer_to_tensors, read_metadata,
-                                    save_checkpoint)
 from AttriVAELib.core.errors import CheckpointError
+from AttriVAELib.nn.checkpoint import (load_checkpoint, optimizer_from_tensors, optimizer_to_tensors, read_metadata,
+                                       save_checkpoint)
 
 
 def tensors() -> dict[str, torch.Tensor]:

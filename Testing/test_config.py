@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from AttriVAELib.train.config import dump_yaml, load_yaml, resolve_config
 from AttriVAELib.core.errors import ConfigError
+from AttriVAELib.train.config import dump_yaml, load_yaml, resolve_config
 
 
 def test_layers_override_in_order(tmp_path: Path) -> None:

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from AttriVAELib.explain.counterfactual import (CACHE_FILE, ClassStatistics, class_statistics, counterfactual, flip_latent,
-                                                select_dims)
-from AttriVAELib.explain.integrated_gradients import latent_path_integrated_gradients
 from AttriVAELib.core.errors import ConfigError, InputError
-from AttriVAELib.inference.model import AttriVAEModel
 from AttriVAELib.data.io import Geometry, Volume
+from AttriVAELib.explain.counterfactual import (CACHE_FILE, ClassStatistics, class_statistics, counterfactual,
+                                                flip_latent, select_dims)
+from AttriVAELib.explain.integrated_gradients import latent_path_integrated_gradients
+from AttriVAELib.inference.model import AttriVAEModel
 from AttriVAELib.nn.model import AttriVAE, ModelConfig
 
 

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
+from AttriVAELib.core.errors import ConfigError, InputError
 from AttriVAELib.data.augment import DEFAULT_AUGMENTATION, build_augmentation
 from AttriVAELib.data.dataset import CohortDataset
-from AttriVAELib.core.errors import ConfigError, InputError
 from AttriVAELib.data.io import Geometry, Volume, write_image
 from AttriVAELib.data.manifest import AttributeScaler, load_manifest
 from AttriVAELib.data.preprocessing import GridMapping, PreprocessSpec, preprocess_file, to_source_grid

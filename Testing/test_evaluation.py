@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 
 from AttriVAELib.cli import main as cli_main
-from AttriVAELib.core.errors import ConfigError, InputError
 from AttriVAELib.cohorts.phantom.cohort import measure_shell, segment_shell
+from AttriVAELib.cohorts.phantom.generator import geometry_for_size, render_factors, sample_factors
+from AttriVAELib.core.errors import ConfigError, InputError
+from AttriVAELib.data.io import Volume
 from AttriVAELib.evaluate.evaluation import (EvaluationSettings, classification_scores, decoded_attributes,
                                              map_localization, traversal_fidelity)
-from AttriVAELib.data.io import Volume
-from AttriVAELib.cohorts.phantom.generator import geometry_for_size, render_factors, sample_factors
 
 SIZE = 48
 

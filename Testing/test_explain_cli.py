@@ -148,11 +148,11 @@ def test_bad_inputs_exit_2_with_one_line(case, tiny_run, oblique, tmp_path, caps
 def test_classifier_map_is_for_the_predicted_class():
     import torch
 
+    from AttriVAELib.cohorts.phantom.generator import geometry_for_size, render_factors, sample_factors
     from AttriVAELib.explain.explain import explain_encoding
     from AttriVAELib.explain.gradcam import ClassifierGradCAM, normalize_maps
     from AttriVAELib.inference.model import AttriVAEModel
     from AttriVAELib.nn.model import AttriVAE, ModelConfig
-    from AttriVAELib.cohorts.phantom.generator import geometry_for_size, render_factors, sample_factors
 
     torch.manual_seed(0)
     net = AttriVAE(ModelConfig(input_size=16, latent_dim=8, num_regularized=2, width=0.5))

@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 
 from AttriVAELib.core.errors import ConfigError
-from AttriVAELib.explain.gradcam import (AttributeGradCAM, ClassifierGradCAM, default_layer, gradcam_maps, resolve_layer,
-                                 upsample_maps)
+from AttriVAELib.explain.gradcam import (AttributeGradCAM, ClassifierGradCAM, default_layer, gradcam_maps,
+                                         resolve_layer, upsample_maps)
 from AttriVAELib.nn.model import AttriVAE, ModelConfig
 
 N = 32
@@ -227,8 +227,8 @@ def _positive_model(size: int = 16):
 
 
 def test_gradcam_maps_from_encodings_on_the_input_grid(tmp_path):
-    from AttriVAELib.data.io import Geometry, Volume
     from AttriVAELib.cohorts.phantom.generator import render_factors, sample_factors
+    from AttriVAELib.data.io import Geometry, Volume
 
     model = _positive_model()
     array = render_factors(sample_factors(2, seed=4), 32)[0][3:27]  # (24, 32, 32)

@@ -13,8 +13,8 @@ import SimpleITK as sitk
 import torch
 
 from AttriVAELib.core.errors import CheckpointError, ConfigError, InputError
-from AttriVAELib.inference.model import AttriVAEModel, Encoding
 from AttriVAELib.data.io import Geometry, Volume, read_image, write_image
+from AttriVAELib.inference.model import AttriVAEModel, Encoding
 
 
 def oblique_volume() -> Volume:

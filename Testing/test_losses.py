@@ -11,7 +11,7 @@ from torch import nn
 
 from AttriVAELib.core.errors import ConfigError
 from AttriVAELib.nn.losses import (AttriVAELoss, LossConfig, attribute_regularization, classification_loss,
-                                kl_divergence, l1_penalty, reconstruction_loss)
+                                   kl_divergence, l1_penalty, reconstruction_loss)
 from AttriVAELib.nn.model import AttriVAE, ModelConfig
 from AttriVAELib.train.presets import DEFAULT_PRESET, PRESETS, get_preset, preset_configs
 

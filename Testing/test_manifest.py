@@ -11,7 +11,7 @@ import pytest
 from AttriVAELib.core.errors import ManifestError
 from AttriVAELib.data.io import Geometry, Volume, write_image
 from AttriVAELib.data.manifest import (AttributeScaler, attribute_label, attribute_unit, fit_scaler, load_manifest,
-                                  load_split)
+                                       load_split)
 
 
 def write_cohort(folder: Path, n: int = 40, with_label: bool = True, extra_rows: str = "") -> Path:

@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from AttriVAELib.cohorts.brain.measure import brain_mask, cortex_region, cortical_thickness, measure_brain, white_matter_level
-from AttriVAELib.train.config import resolve_config
+from AttriVAELib.cohorts.brain.loss import MeasuredThicknessLoss
+from AttriVAELib.cohorts.brain.measure import (brain_mask, cortex_region, cortical_thickness, measure_brain,
+                                               white_matter_level)
 from AttriVAELib.core.errors import ConfigError
 from AttriVAELib.nn.losses import LossConfig
-from AttriVAELib.cohorts.brain.loss import MeasuredThicknessLoss
+from AttriVAELib.train.config import resolve_config
 
 needs_template = pytest.mark.skipif(importlib.util.find_spec("nilearn") is None,
                                     reason="needs nilearn's MNI152 template")

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from AttriVAELib.evaluate import metrics as M
 from AttriVAELib.core.errors import InputError
+from AttriVAELib.evaluate import metrics as M
 
 N, K = 500, 4
 NAMES = ["lv_volume", "myo_volume", "wall_thickness", "ef"]

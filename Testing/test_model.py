@@ -12,9 +12,9 @@ from torch import nn
 
 from AttriVAELib.core.errors import ConfigError, InputError
 from AttriVAELib.nn.fastpath import (autocast_context, bf16_supported, channels_last_input, select_device,
-                                  to_channels_last)
+                                     to_channels_last)
 from AttriVAELib.nn.model import (ENCODER_LAYER_NAMES, AttriVAE, BatchNorm3d, ModelConfig, count_parameters,
-                               to_fast_layout)
+                                  to_fast_layout)
 
 CL = torch.channels_last_3d
 # float(t) on a tensor that requires grad is fine in assertions

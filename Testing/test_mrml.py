@@ -11,13 +11,12 @@ import pytest
 
 slicer = pytest.importorskip("slicer", reason="needs the slicer-core wheel (pip install slicer-core)")
 vtk = pytest.importorskip("vtk")
+import SimpleITK as sitk  # noqa: E402
 from mrml_helpers import ijk_to_ras, raw_node  # noqa: E402
 
-import SimpleITK as sitk  # noqa: E402
-
-from AttriVAELib.slicer import mrml  # noqa: E402
 from AttriVAELib.core.errors import InputError  # noqa: E402
 from AttriVAELib.data.io import Geometry, Volume, write_image  # noqa: E402
+from AttriVAELib.slicer import mrml  # noqa: E402
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
 
@@ -177,6 +176,21 @@ def test_save_and_load_errors(scene, tmp_path):
         mrml.load_volume_node(scene, garbage)
     assert_one_line_error(excinfo, "cannot read")
     assert scene.GetNumberOfNodes() == before
+
+
+@pytest.mark.parametrize("suffix", [".nii", ".nii.gz", ".nrrd"])
+def test_truncated_file_is_refused_before_slicer_reads_it(scene, tmp_path, suffix):
+    """Slicer's readers zero-fill a file cut short; the session refuses it in one line instead."""
+    path = write_image(oblique_volume(), tmp_path / f"whole{suffix}")
+    data = path.read_bytes()
+    cut = tmp_path / f"cut{suffix}"
+    cut.write_bytes(data[: len(data) // 2])
+    assert mrml.load_volume_node(scene, path) is not None  # the whole file loads
+    before = scene.GetNumberOfNodes()
+    with pytest.raises(InputError) as excinfo:
+        mrml.load_volume_node(scene, cut)
+    assert_one_line_error(excinfo, str(cut), "truncated")
+    assert scene.GetNumberOfNodes() == before  # nothing was added for the cut file
 
 
 # ---------------------------------------------------------------------------------- updates

@@ -12,14 +12,8 @@ from scipy.spatial.transform import Rotation
 
 from AttriVAELib.core.errors import ConfigError, InputError
 from AttriVAELib.data.io import Geometry, Volume, write_image
-from AttriVAELib.data.preprocessing import (
-    GridMapping,
-    PreprocessSpec,
-    preprocess,
-    preprocess_file,
-    to_model_grid,
-    to_source_grid,
-)
+from AttriVAELib.data.preprocessing import (GridMapping, PreprocessSpec, preprocess, preprocess_file, to_model_grid,
+                                            to_source_grid)
 
 IDENTITY = tuple(np.eye(3).ravel())
 OBLIQUE = tuple(Rotation.from_euler("xyz", [20.0, 30.0, 10.0], degrees=True).as_matrix().ravel())

@@ -575,7 +575,8 @@ def test_old_torch_counts_as_missing(monkeypatch):
 
 def test_shipped_demo_model_works_offline(scene, monkeypatch):
     """The extension's built-in model: found in the source tree, needs no training data."""
-    from AttriVAELib.cohorts.phantom.generator import geometry_for_size, render_factors, sample_factors, to_stored_intensity
+    from AttriVAELib.cohorts.phantom.generator import (geometry_for_size, render_factors, sample_factors,
+                                                       to_stored_intensity)
 
     monkeypatch.delenv(demo_model.DEMO_MODEL_ENV, raising=False)
     folder = demo_model.find_demo_model()

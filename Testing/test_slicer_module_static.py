@@ -27,8 +27,8 @@ SOURCE = MODULE.read_text(encoding="utf-8")
 TREE = ast.parse(SOURCE)
 
 # What a module-level import may name: the standard library pieces used and Slicer's bundled packages.
-ALLOWED_TOP_LEVEL_IMPORTS = {"logging", "os", "pathlib", "shutil", "sys", "typing", "unittest", "ctk", "qt",
-                             "vtk", "slicer"}
+ALLOWED_TOP_LEVEL_IMPORTS = {"contextlib", "logging", "os", "pathlib", "shutil", "sys", "traceback", "typing",
+                             "unittest", "ctk", "qt", "vtk", "slicer"}
 # Widget class ↔ field type that parameterNodeWrapper's GUI connectors can bind (Slicer 5.4+).
 BINDABLE = {
     "QCheckBox": {"bool"},
@@ -281,10 +281,34 @@ def test_expected_widget_kinds():
 def test_parameter_names_match_the_parameter_node_and_can_be_bound():
     bindings = ui_parameter_bindings()
     fields = parameter_fields()
-    assert set(bindings) == set(fields), (f"bound but not fields: {set(bindings) - set(fields)}; "
-                                          f"fields without a widget: {set(fields) - set(bindings)}")
+    paths = module_constant("PATH_WIDGETS")
+    bound = set(fields) - set(paths)
+    assert set(bindings) == bound, (f"bound but not fields: {set(bindings) - bound}; "
+                                    f"fields without a widget: {bound - set(bindings)}")
     for name, (widget, cls) in bindings.items():
         assert fields[name] in BINDABLE[cls], f"{widget} ({cls}) cannot represent {name}: {fields[name]}"
+
+
+def test_path_fields_are_strings_synchronised_by_the_widget():
+    """A pathlib.Path field shows an unset path as "." in its ctkPathLineEdit: the three paths are
+    str fields ("" when unset) that the widget keeps in step with its path widgets."""
+    fields = parameter_fields()
+    widgets = ui_widgets()
+    for name, widget in module_constant("PATH_WIDGETS").items():
+        assert fields[name] == "str", f"{name} must be a str field, not {fields[name]}"
+        assert widgets[widget] == "ctkPathLineEdit" and widget not in {w for w, _ in ui_parameter_bindings().values()}
+    assert 'currentPathChanged(QString)' in SOURCE and "_pathText(getattr(params, name))" in SOURCE
+    assert not re.search(r"pathlib\.Path\(\s*\w*\.?(modelPath|trainOutput|trainManifest)", SOURCE)
+
+
+def test_model_path_browse_picks_a_folder():
+    """ctkPathLineEdit's Browse opens a file dialog whenever Files is in its filters; the model path
+    browses for a run folder, and a separate button picks a model file."""
+    root = ET.parse(UI).getroot()
+    edit = next(w for w in root.iter("widget") if w.get("name") == "modelPathLineEdit")
+    filters = next(p for p in edit.findall("property") if p.get("name") == "filters").find("set").text
+    assert "ctkPathLineEdit::Dirs" in filters and "ctkPathLineEdit::Files" not in filters
+    assert ui_widgets()["modelFileButton"] == "QToolButton" and "getOpenFileName" in SOURCE
 
 
 def test_choices_mirror_the_engine():
@@ -299,7 +323,7 @@ def test_choices_mirror_the_engine():
     assert set(BUILTIN_COLORMAPS) <= set(module_constant("COLORMAP_CHOICES"))
     assert module_constant("COLORMAP_CHOICES")[0] == "Inferno"
     # names the module uses literally (it cannot import AttriVAELib at import time)
-    assert f'"{ROLE_ATTRIBUTE}"' in SOURCE and f'"{NODE_NAMES["traversal"]}"' in SOURCE
+    assert ROLE_ATTRIBUTE and f'"{NODE_NAMES["traversal"]}"' in SOURCE
     assert f'GetSingletonNode("{PARAMETER_SINGLETON_TAG}"' in SOURCE and f'"{PARAMETER_PREFIX}latent"' in SOURCE
     assert module_constant("DECODE_DELAY_MS") == 150
 
@@ -381,9 +405,9 @@ def test_module_imports_with_stand_ins_and_describes_itself(monkeypatch):
 def test_logic_delegates_to_the_session_on_a_real_scene(monkeypatch, tiny_run):
     import numpy as np
 
-    from AttriVAELib.slicer import mrml
-    from AttriVAELib.data.io import Geometry, Volume
     from AttriVAELib.cohorts.phantom.generator import render_subject
+    from AttriVAELib.data.io import Geometry, Volume
+    from AttriVAELib.slicer import mrml
 
     module = _import_module(monkeypatch)
     slicer = sys.modules["slicer"]
@@ -412,3 +436,68 @@ def test_logic_delegates_to_the_session_on_a_real_scene(monkeypatch, tiny_run):
     assert logic.hasSavedState()
     logic.closeSession()
     assert not logic.session.has_encoding and logic.session.has_model
+
+
+# ---------------------------------------------------------------------------------- error display
+
+
+def test_errors_show_one_popup_and_the_code_after_the_block_runs(monkeypatch):
+    """slicer.util.tryWithErrorDisplay re-raises: the code after the block is skipped and nested
+    uses show two popups. The module's showErrors shows one popup and continues."""
+    assert "util.tryWithErrorDisplay(" not in SOURCE
+    module = _import_module(monkeypatch)
+    slicer = sys.modules["slicer"]
+    shown = []
+    monkeypatch.setattr(slicer.app, "testingEnabled", lambda: False)
+    monkeypatch.setattr(slicer.util, "errorDisplay", lambda text, **kwargs: shown.append(text), raising=False)
+    after = []
+    with module.showErrors("Outer failed."):
+        with module.showErrors("Inner failed."):
+            raise ValueError("the volume is 2D")
+    after.append("outer continues")
+    assert after == ["outer continues"] and len(shown) == 1
+    assert shown[0].startswith("Outer failed.") and "the volume is 2D" in shown[0]
+    with module.showErrors("Fine."):
+        after.append("body")
+    assert after[-1] == "body" and len(shown) == 1
+    monkeypatch.setattr(slicer.app, "testingEnabled", lambda: True)
+    with pytest.raises(ValueError):  # a test sees the error
+        with module.showErrors("Failed."):
+            raise ValueError("x")
+
+
+def test_no_confirmation_under_a_busy_cursor():
+    """Dialogs that ask (install confirmation) come before any wait cursor is set."""
+    asking = {"_requirementsReady", "setupPythonRequirements", "_withModel", "confirmOkCancelDisplay"}
+    busy_blocks = 0
+    for node in ast.walk(TREE):
+        if not isinstance(node, ast.With):
+            continue
+        for item in node.items:
+            call = item.context_expr
+            if isinstance(call, ast.Call) and any(k.arg == "waitCursor" and getattr(k.value, "value", False)
+                                                  for k in call.keywords):
+                busy_blocks += 1
+                names = {n.func.attr if isinstance(n.func, ast.Attribute) else getattr(n.func, "id", "")
+                         for n in ast.walk(node) if isinstance(n, ast.Call)}
+                assert not names & asking, f"line {node.lineno}: {names & asking} under a wait cursor"
+    logic = classes()["AttriVAELogic"]
+    setup = next(f for f in logic.body if isinstance(f, ast.FunctionDef) and f.name == "setupPythonRequirements")
+    text = ast.unparse(setup)
+    assert text.index("confirmOkCancelDisplay") < text.index("WaitCursor")
+    assert busy_blocks >= 1
+
+
+def test_long_work_runs_as_background_tasks():
+    """Encode, attention, traversal, counterfactual, slider decodes: session tasks, polled by a QTimer."""
+    for name in ("encode_task", "attention_task", "traversal_task", "counterfactual_task", "latents_task",
+                 "reset_task", "load_model_task"):
+        assert f"session.{name}(" in SOURCE, name
+    assert "process_tasks()" in SOURCE and "cancel_task()" in SOURCE and module_constant("TASK_POLL_MS") <= 100
+    assert {"taskProgressBar", "cancelTaskButton", "taskFrame"} <= set(ui_widgets())
+    widget = classes()["AttriVAEWidget"]
+    for handler in ("onEncodeButton", "onComputeAttentionButton", "onTraversalButton", "onCounterfactualButton"):
+        body = ast.unparse(next(f for f in widget.body if isinstance(f, ast.FunctionDef) and f.name == handler))
+        for sync_call in ("logic.encode(", "logic.computeAttention(", "logic.createTraversal(",
+                          "logic.computeCounterfactual("):
+            assert sync_call not in body, f"{handler} blocks the GUI with {sync_call}"

@@ -16,8 +16,8 @@ from scipy import ndimage as ndi
 from scipy.stats import spearmanr
 
 from AttriVAELib.cohorts.phantom import generator as synth
-from AttriVAELib.data.attributes import shape_attributes
 from AttriVAELib.core.errors import ConfigError, InputError
+from AttriVAELib.data.attributes import shape_attributes
 from AttriVAELib.data.io import read_image, read_mask
 
 ATTRIBUTES = ["volume_ml", "max_axial_diameter_mm", "wall_thickness_mm"]

@@ -14,10 +14,10 @@ import pytest
 import torch
 import yaml
 
-from AttriVAELib.nn.checkpoint import load_checkpoint, split_prefix
-from AttriVAELib.train.config import resolve_config
 from AttriVAELib.core.errors import ConfigError
+from AttriVAELib.nn.checkpoint import load_checkpoint, split_prefix
 from AttriVAELib.nn.model import AttriVAE, ModelConfig
+from AttriVAELib.train.config import resolve_config
 from AttriVAELib.train.trainer import learning_rate, train
 
 TINY = {

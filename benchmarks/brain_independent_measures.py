@@ -28,14 +28,15 @@ from scipy import ndimage as ndi
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from AttriVAELib.cohorts.brain.measure import brain_mask, cohort_levels, tissue_fractions, white_matter_level  # noqa: E402
+from AttriVAELib.cohorts.brain.measure import (brain_mask, cohort_levels, tissue_fractions,  # noqa: E402
+                                               white_matter_level)
 from AttriVAELib.cohorts.registry import get_cohort  # noqa
-from AttriVAELib.data.cohort_files import read_cohort_info  # noqa: E402
 from AttriVAELib.core.errors import AttriVAEError  # noqa: E402
+from AttriVAELib.data.cohort_files import read_cohort_info  # noqa: E402
+from AttriVAELib.data.io import Volume  # noqa: E402
 from AttriVAELib.evaluate.evaluation import evaluation_records  # noqa: E402
 from AttriVAELib.evaluate.fidelity import spearman_rho  # noqa: E402
 from AttriVAELib.inference.model import AttriVAEModel  # noqa: E402
-from AttriVAELib.data.io import Volume  # noqa: E402
 
 ATTRIBUTE = "cortical_thickness_mm"
 DEPTHS_MM = (10.0, 12.0)

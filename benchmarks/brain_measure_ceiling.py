@@ -35,12 +35,12 @@ from scipy import ndimage as ndi
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from AttriVAELib.cohorts.brain import generator as brain  # noqa: E402
-from AttriVAELib.core.atomic import write_json  # noqa: E402
 from AttriVAELib.cohorts.brain.measure import BrainMeasure, VentricleAtlas  # noqa: E402
+from AttriVAELib.core.atomic import write_json  # noqa: E402
 from AttriVAELib.core.errors import AttriVAEError  # noqa: E402
-from AttriVAELib.evaluate.fidelity import spearman_rho as rho  # noqa: E402  (Spearman ρ, 0 where a side is constant)
 from AttriVAELib.data.io import Volume  # noqa: E402
 from AttriVAELib.data.preprocessing import PreprocessSpec, preprocess, to_source_grid  # noqa: E402
+from AttriVAELib.evaluate.fidelity import spearman_rho as rho  # noqa: E402  (Spearman ρ, 0 where a side is constant)
 
 MEASURED = ("cortical_thickness_mm", "ventricle_volume_ml")
 

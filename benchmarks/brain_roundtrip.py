@@ -37,11 +37,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from AttriVAELib.cohorts.brain import generator as brain  # noqa: E402
-from AttriVAELib.core.errors import AttriVAEError  # noqa: E402
 from AttriVAELib.cohorts.registry import cohort_kind  # noqa: E402
+from AttriVAELib.core.errors import AttriVAEError  # noqa: E402
+from AttriVAELib.data.io import Volume, write_image  # noqa: E402
 from AttriVAELib.evaluate.evaluation import evaluation_records  # noqa: E402
 from AttriVAELib.inference.model import AttriVAEModel  # noqa: E402
-from AttriVAELib.data.io import Volume, write_image  # noqa: E402
 
 #: measured attribute → the factor of :class:`AttriVAELib.cohorts.brain.generator.BrainFactors` that sets it
 FACTOR = {

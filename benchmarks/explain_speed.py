@@ -35,9 +35,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from AttriVAELib.data.io import Geometry, Volume  # noqa: E402
 from AttriVAELib.explain.gradcam import AttributeGradCAM  # noqa: E402
 from AttriVAELib.inference.model import AttriVAEModel  # noqa: E402
-from AttriVAELib.data.io import Geometry, Volume  # noqa: E402
 from AttriVAELib.nn.model import AttriVAE, ModelConfig  # noqa: E402
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from AttriVAELib.cli.command import Command, positive_int
+from AttriVAELib.cli.command import Command, bounded_int, check_replaceable, positive_int, seed_int
 
 __all__ = ["COMMANDS"]
 
@@ -14,9 +14,9 @@ def add_synth_arguments(p: argparse.ArgumentParser) -> None:
     """Options of ``attrivae synth``."""
     p.add_argument("--out", required=True, type=Path, help="output folder (created atomically)")
     p.add_argument("--n", type=positive_int, default=200, help="number of subjects (default 200)")
-    p.add_argument("--size", type=positive_int, default=64, help="voxels per axis (default 64)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--workers", type=positive_int, default=None, help="processes (default: all cores)")
+    p.add_argument("--size", type=bounded_int(24, 256), default=64, help="voxels per axis, 24..256 (default 64)")
+    p.add_argument("--seed", type=seed_int, default=0, help="random seed, 0 .. 2^32-1 (default 0)")
+    p.add_argument("--workers", type=bounded_int(1, 1024), default=None, help="processes (default: all cores)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -24,13 +24,14 @@ def add_synth_arguments(p: argparse.ArgumentParser) -> None:
 def add_info_arguments(p: argparse.ArgumentParser) -> None:
     """Options of ``attrivae info``."""
     p.add_argument("--data", required=True, type=Path, help="manifest CSV or a folder holding manifest.csv")
-    p.add_argument("--seed", type=int, default=0, help="split seed if no split is saved yet (default 0)")
+    p.add_argument("--seed", type=seed_int, default=0, help="split seed if no split is saved yet (default 0)")
 
 
 def run_synth(args: argparse.Namespace) -> int:
     """``attrivae synth``: generate the phantom cohort and print its summary."""
     from AttriVAELib.cohorts.phantom.generator import generate_cohort, summarize_cohort
 
+    check_replaceable(args.out, "cohort.json", "synth", args.overwrite)
     generate_cohort(args.out, n=args.n, size=args.size, seed=args.seed, workers=args.workers,
                     progress=not args.quiet, overwrite=args.overwrite)
     print(summarize_cohort(args.out))
@@ -39,10 +40,21 @@ def run_synth(args: argparse.Namespace) -> int:
 
 def run_info(args: argparse.Namespace) -> int:
     """``attrivae info``: validate a manifest, create or show its split, print its attributes."""
+    import sys
+
+    from AttriVAELib.core.errors import InputError
+    from AttriVAELib.data.io import check_image_file
     from AttriVAELib.data.manifest import load_manifest, load_split
 
     manifest = load_manifest(args.data)
-    split = load_split(manifest, seed=args.seed)
+    for record in manifest.records:  # headers only: size limit, truncation, not a FIFO
+        for column, path in (("image", record.image), ("mask", record.mask), ("lesion", record.lesion)):
+            if path is not None:
+                try:
+                    check_image_file(path)
+                except InputError as exc:
+                    raise InputError(f"{manifest.path.name} row {record.row}: {column} {exc}") from None
+    split = load_split(manifest, seed=args.seed, log=lambda m: print(m, file=sys.stderr))
     print(f"manifest: {manifest.path}")
     print(f"subjects: {len(manifest.records)}  "
           + "  ".join(f"{name}={len(split[name])}" for name in ("train", "val", "test")))
@@ -75,8 +87,8 @@ def add_synth_brain_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", type=_brain_size, default=64,
                         help=f"voxels per axis, {MIN_SIZE}..{MAX_SIZE} (default 64; field of view "
                              f"{' × '.join(f'{v:g}' for v in FOV_MM)} mm)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    parser.add_argument("--workers", type=positive_int, default=None, help="processes (default: all cores)")
+    parser.add_argument("--seed", type=seed_int, default=0, help="random seed, 0 .. 2^32-1 (default 0)")
+    parser.add_argument("--workers", type=bounded_int(1, 1024), default=None, help="processes (default: all cores)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -85,6 +97,7 @@ def run_synth_brain(args: argparse.Namespace) -> int:
     """``attrivae synth-brain``: generate the cohort and print its summary."""
     from AttriVAELib.cohorts.brain.generator import generate_brain_cohort, summarize_brain_cohort
 
+    check_replaceable(args.out, "cohort.json", "synth-brain", args.overwrite)
     generate_brain_cohort(args.out, n=args.n, size=args.size, seed=args.seed, workers=args.workers,
                           progress=not args.quiet, overwrite=args.overwrite)
     print(summarize_brain_cohort(args.out))

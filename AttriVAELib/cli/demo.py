@@ -16,15 +16,16 @@ import json
 import time
 from pathlib import Path
 
-from AttriVAELib.cli.command import Command, positive_int
+from AttriVAELib.cli.command import Command, positive_int, seed_int
 from AttriVAELib.cohorts.phantom.recipe import TRAINING_OVERRIDES as DEMO_OVERRIDES
 from AttriVAELib.core.errors import ConfigError
 
+
 def run_demo(args: argparse.Namespace) -> int:
-    from AttriVAELib.train.config import resolve_config
-    from AttriVAELib.nn.fastpath import tune_cpu_allocator
-    from AttriVAELib.cohorts.phantom.generator import generate_cohort, summarize_cohort
     from AttriVAELib.cli.train import print_summary
+    from AttriVAELib.cohorts.phantom.generator import generate_cohort, summarize_cohort
+    from AttriVAELib.nn.fastpath import tune_cpu_allocator
+    from AttriVAELib.train.config import resolve_config
     from AttriVAELib.train.trainer import train
 
     tune_cpu_allocator()
@@ -100,7 +101,7 @@ def add_demo_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, default=Path("demo"), help="working folder (default ./demo)")
     p.add_argument("--n", type=positive_int, default=1000, help="subjects in the synthetic cohort (default 1000)")
     p.add_argument("--size", type=positive_int, default=64, help="voxels per axis of the cohort (default 64)")
-    p.add_argument("--seed", type=int, default=0, help="cohort seed (default 0)")
+    p.add_argument("--seed", type=seed_int, default=0, help="cohort seed (default 0)")
 
 
 COMMANDS = (Command("demo", "the main job on the built-in synthetic cohort", add_demo_arguments, run_demo),)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from AttriVAELib.cli.command import Command, non_negative_int
-from AttriVAELib.core.errors import ConfigError
+from AttriVAELib.cli.command import Command, check_output, non_negative_int
+from AttriVAELib.core.errors import ConfigError, OutputError
 
 __all__ = ["COMMANDS"]
 
@@ -58,7 +58,11 @@ def add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
 def run_evaluate(args: argparse.Namespace) -> int:
     from AttriVAELib.evaluate.evaluation import evaluate_run, headline
     from AttriVAELib.evaluate.report import metrics_table_rows, write_evaluation
+    from AttriVAELib.nn.checkpoint import checkpoint_paths
 
+    check_output(args.out, [args.model, *checkpoint_paths(args.model), args.data])
+    if args.out.exists() and not args.out.is_dir():
+        raise OutputError(f"{args.out}: is a file; --out is the folder for metrics.json and report.html")
     result = evaluate_run(args.model, args.data, _settings(args), device=args.device)
     paths = write_evaluation(args.model, args.out, result, device=args.device, figures=not args.no_figures)
     for label, ours, published, target in metrics_table_rows(headline(result)):

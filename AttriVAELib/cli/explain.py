@@ -19,8 +19,27 @@ from typing import Any
 
 import numpy as np
 
-from AttriVAELib.cli.command import Command
-from AttriVAELib.core.errors import ConfigError
+from AttriVAELib.cli.command import Command, check_output, check_replaceable
+from AttriVAELib.core.errors import ConfigError, OutputError
+
+#: Most volumes one ``traverse`` writes (each is a file on the input's grid); ``$ATTRIVAE_MAX_STEPS`` raises it.
+MAX_TRAVERSE_STEPS = 1000
+#: Most latent-path segments of ``explain --ig-steps``; ``$ATTRIVAE_MAX_STEPS`` raises it too.
+MAX_IG_STEPS = 4096
+#: Frames of the traversal strip (PNG): at most this many, evenly spaced.
+STRIP_FRAMES = 16
+#: Steps decoded and mapped to the input grid at a time (memory stays flat for any --steps).
+_TRAVERSE_CHUNK = 8
+
+
+def _step_limit(default: int) -> int:
+    import os
+
+    text = os.environ.get("ATTRIVAE_MAX_STEPS", "").strip()
+    try:
+        return max(default, int(text)) if text else default
+    except ValueError:
+        raise ConfigError(f"ATTRIVAE_MAX_STEPS={text!r} is not a whole number") from None
 
 
 
@@ -39,6 +58,19 @@ def _load(args: argparse.Namespace):
     return AttriVAEModel.load(args.model, device=args.device)
 
 
+def _inputs(args: argparse.Namespace) -> list[Path | None]:
+    """Every path the command reads: an output may never be, or contain, one of them."""
+    from AttriVAELib.nn.checkpoint import checkpoint_paths
+
+    weights, sidecar = checkpoint_paths(args.model)
+    return [args.image, args.mask, args.model, weights, sidecar]
+
+
+def _check_out_folder(args: argparse.Namespace, marker: str, command: str) -> None:
+    check_output(args.out, _inputs(args))
+    check_replaceable(args.out, marker, command, args.overwrite)
+
+
 def _safe_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "map"
 
@@ -52,12 +84,37 @@ def add_encode_arguments(p: argparse.ArgumentParser) -> None:
     """``attrivae encode --model RUN IMAGE [--mask MASK] [--json OUT]``."""
     _add_model_arguments(p)
     p.add_argument("--json", type=Path, metavar="OUT", help="also write the result as JSON")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --json file written by encode")
+
+
+def _check_json_output(args: argparse.Namespace) -> None:
+    """``--json OUT`` must not be an input, a folder, or a file encode did not write."""
+    import json
+
+    out = args.json
+    check_output(out, _inputs(args), "--json")
+    if out.is_dir():
+        raise OutputError(f"{out}: --json is a folder; give a file name (e.g. {out / 'encoding.json'})")
+    if not (out.exists() or out.is_symlink()):
+        return
+    if not args.overwrite:
+        raise FileExistsError(None, None, str(out))
+    try:
+        previous = json.loads(out.read_text(encoding="utf-8"))
+        ours = isinstance(previous, dict) and {"image", "model", "mu"} <= previous.keys()
+    except (OSError, ValueError):
+        ours = False
+    if out.is_symlink() or not ours:
+        raise OutputError(f"{out}: not a JSON file written by attrivae encode; --overwrite replaces only what the "
+                          "command wrote")
 
 
 def run_encode(args: argparse.Namespace) -> int:
     """Print μ of the regularized dims, attribute estimates with units and class probabilities."""
     from AttriVAELib.core import atomic
 
+    if args.json is not None:
+        _check_json_output(args)
     model = _load(args)
     enc = model.encode(args.image, args.mask)
     summary = {"image": str(args.image), "model": str(model.source), **enc.to_dict()}
@@ -78,7 +135,7 @@ def run_encode(args: argparse.Namespace) -> int:
         probs = "  ".join(f"{n}: {p:.3f}" for n, p in summary["probabilities"].items())
         print(f"class probabilities: {probs}  -> {summary['predicted_label']}")
     if args.json is not None:
-        atomic.write_json(args.json, summary)
+        atomic.write_json(args.json, summary, clean_stale=True)
         print(f"wrote {args.json}")
     return 0
 
@@ -90,7 +147,8 @@ def add_traverse_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dim", required=True, help="regularized attribute name (or a latent dim index)")
     p.add_argument("--range", required=True, nargs=2, type=float, metavar=("LO", "HI"),
                    help="sweep range, in --units")
-    p.add_argument("--steps", required=True, type=int, help="number of decoded volumes (>= 1)")
+    p.add_argument("--steps", required=True, type=int,
+                   help=f"number of decoded volumes, 1..{MAX_TRAVERSE_STEPS} ($ATTRIVAE_MAX_STEPS raises the limit)")
     p.add_argument("--units", choices=("latent", "attribute"), default="latent",
                    help="units of --range: raw latent values (default) or the attribute's physical unit "
                         "(converted through the stored calibration, clamped to its training range)")
@@ -102,46 +160,51 @@ def run_traverse(args: argparse.Namespace) -> int:
     """One NIfTI per step on the input grid (input intensity range), a PNG strip and traversal.json."""
     from AttriVAELib.core import atomic
     from AttriVAELib.data.io import write_image
-    from AttriVAELib.explain.montage import cube_centre_index, save_strip
+    from AttriVAELib.explain.montage import cube_centre_index, orthogonal_slices, save_strip
 
-    if args.steps <= 0:
-        raise ConfigError(f"--steps must be at least 1 (got {args.steps})")
+    limit = _step_limit(MAX_TRAVERSE_STEPS)
+    if not 1 <= args.steps <= limit:
+        raise ConfigError(f"--steps must be between 1 and {limit} (got {args.steps}); ATTRIVAE_MAX_STEPS raises "
+                          "the limit")
     lo, hi = args.range
     if not (np.isfinite(lo) and np.isfinite(hi)):
         raise ConfigError("--range values must be finite numbers")
-    if args.out.exists() and not args.overwrite:
-        raise FileExistsError(None, None, str(args.out))
+    _check_out_folder(args, "traversal.json", "traverse")
     model = _load(args)
     dim = model.dim_index(args.dim)
     values = np.linspace(lo, hi, args.steps)
     latents = model.latent_values(dim, values, args.units)  # validates units/calibration before any work
     enc = model.encode(args.image, args.mask)
     z = model.traversal_latents(enc, dim, latents, units="latent")
-    frames = model.decode(z)  # (S, N, N, N), one batch
     attrs = model.predict_attributes(z)
     probs = model.class_probabilities(z)
     name = model.attribute_names[dim] if dim < model.num_regularized else f"dim_{dim}"
     unit = model.attribute_units[dim] if dim < model.num_regularized else ""
+    shown = set(np.unique(np.linspace(0, len(values) - 1, min(len(values), STRIP_FRAMES)).round().astype(int)))
+    centre = cube_centre_index(enc)
     steps: list[dict[str, Any]] = []
-    volumes = []
+    slices: list[np.ndarray] = []  # the strip's frames, reduced to their three slices through the centre
     with atomic.atomic_dir(args.out, overwrite=args.overwrite) as tmp:
-        for s in range(len(values)):
-            vol = model.to_input_grid(frames[s], enc, rescale=True)
-            fname = f"step_{s:03d}.nii.gz"
-            write_image(vol, tmp / fname)
-            volumes.append(vol.array)
-            entry: dict[str, Any] = {"file": fname, "latent": float(latents[s])}
-            if args.units == "attribute":
-                entry["requested"] = float(values[s])
-            if attrs is not None and dim < model.num_regularized:
-                entry["estimate"] = float(attrs[s, dim])
-            if probs is not None:
-                entry["probabilities"] = [float(p) for p in probs[s]]
-            steps.append(entry)
+        for start in range(0, len(values), _TRAVERSE_CHUNK):
+            frames = model.decode(z[start:start + _TRAVERSE_CHUNK])  # (chunk, N, N, N)
+            for offset, frame in enumerate(frames):
+                s = start + offset
+                vol = model.to_input_grid(frame, enc, rescale=True)
+                fname = f"step_{s:03d}.nii.gz"
+                write_image(vol, tmp / fname)
+                if s in shown:
+                    slices.append([np.array(v, dtype=np.float32) for v in orthogonal_slices(vol.array, centre)])
+                entry: dict[str, Any] = {"file": fname, "latent": float(latents[s])}
+                if args.units == "attribute":
+                    entry["requested"] = float(values[s])
+                if attrs is not None and dim < model.num_regularized:
+                    entry["estimate"] = float(attrs[s, dim])
+                if probs is not None:
+                    entry["probabilities"] = [float(p) for p in probs[s]]
+                steps.append(entry)
         labels = [f"{_fmt(e.get('estimate', e['latent']))}{' ' + unit if 'estimate' in e and unit else ''}"
-                  for e in steps]
-        save_strip(tmp / "strip.png", volumes, labels, spacing=enc.mapping.source.spacing,
-                   centre=cube_centre_index(enc), title=f"traversal of {name}")
+                  for i, e in enumerate(steps) if i in shown]
+        save_strip(tmp / "strip.png", slices, labels, spacing=enc.mapping.source.spacing, title=f"traversal of {name}")
         atomic.write_json(tmp / "traversal.json", {
             "image": str(args.image), "model": str(model.source), "dim": dim, "name": name, "unit": unit,
             "units": args.units, "range": [lo, hi], "mu": float(enc.mu[dim]), "steps": steps})
@@ -165,7 +228,7 @@ def add_explain_arguments(p: argparse.ArgumentParser) -> None:
                         "the classifier assigns to the target class (needs no data); auto: class_mean if the "
                         "training data are available")
     p.add_argument("--ig-steps", type=int, default=64,
-                   help="segments of the latent path for integrated gradients (default 64)")
+                   help=f"segments of the latent path for integrated gradients, 1..{MAX_IG_STEPS} (default 64)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
 
 
@@ -177,10 +240,11 @@ def run_explain(args: argparse.Namespace) -> int:
     from AttriVAELib.explain.gradcam import resolve_layer
     from AttriVAELib.explain.montage import save_montage
 
-    if args.ig_steps <= 0:
-        raise ConfigError(f"--ig-steps must be at least 1 (got {args.ig_steps})")
-    if args.out.exists() and not args.overwrite:
-        raise FileExistsError(None, None, str(args.out))
+    limit = _step_limit(MAX_IG_STEPS)
+    if not 1 <= args.ig_steps <= limit:
+        raise ConfigError(f"--ig-steps must be between 1 and {limit} (got {args.ig_steps}); ATTRIVAE_MAX_STEPS "
+                          "raises the limit")
+    _check_out_folder(args, "explain.json", "explain")
     model = _load(args)
     enc = model.encode(args.image, args.mask)
     layer = resolve_layer(model.network, args.layer)[0].split(".")[-1]

@@ -12,6 +12,8 @@ _EXPORTS = {
     "ConfigError": "AttriVAELib.core.errors",
     "CheckpointError": "AttriVAELib.core.errors",
     "TrainingError": "AttriVAELib.core.errors",
+    "OutputError": "AttriVAELib.core.errors",
+    "remove_stale": "AttriVAELib.core.atomic",
     "atomic_path": "AttriVAELib.core.atomic",
     "write_bytes": "AttriVAELib.core.atomic",
     "write_text": "AttriVAELib.core.atomic",

@@ -32,3 +32,8 @@ class CheckpointError(AttriVAEError):
 
 class TrainingError(AttriVAEError):
     """Training cannot go on (e.g. the loss became NaN); the last completed epoch is kept."""
+
+
+class OutputError(AttriVAEError):
+    """An output cannot be written where asked (it would replace an input, the folder is
+    read-only or full, or another process is writing it)."""

@@ -11,13 +11,17 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
+import math
 import os
+import shutil
 import sys
+from collections import deque
 from concurrent.futures import ProcessPoolExecutor
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -96,10 +100,52 @@ def _write_subjects(folder: str, indices: Sequence[int], render: Render, geometr
     return rows
 
 
-def _batches(n: int, workers: int, largest: int) -> list[list[int]]:
+def _batches(n: int, workers: int, largest: int) -> Iterator[list[int]]:
     # Small enough for a smooth progress bar and load balance, large enough to amortize IPC.
+    # A generator: memory does not grow with n.
     batch = max(1, min(largest, n // (8 * workers)))
-    return [list(range(start, min(n, start + batch))) for start in range(0, n, batch)]
+    for start in range(0, n, batch):
+        yield list(range(start, min(n, start + batch)))
+
+
+def _die_with_parent(parent: int) -> None:
+    """Worker initializer: end this worker when the process that started it dies (even by ``kill -9``).
+
+    On Linux the kernel sends SIGKILL on the parent's death (``prctl(PR_SET_PDEATHSIG)``); everywhere,
+    a daemon thread also checks every second that the parent is alive. A worker orphaned before
+    either was set up exits at once.
+    """
+    import signal
+    import threading
+    import time
+
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG = 1
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent and not _alive(parent):
+        os._exit(1)
+
+    def watch() -> None:
+        while _alive(parent):
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="attrivae-parent-watch", daemon=True).start()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
 
 
 def _render_all(folder: Path, n: int, task: Callable[..., list[dict]], workers: int, progress: bool, desc: str,
@@ -117,17 +163,54 @@ def _render_all(folder: Path, n: int, task: Callable[..., list[dict]], workers: 
         return rows
     # Workers start (fork) on submit, before the progress bar starts its monitor thread; they
     # inherit whatever the generator prepared in this process (templates, calibrations).
-    executor = ProcessPoolExecutor(max_workers=workers)
+    # At most 2 batches per worker are in flight, so memory does not grow with n.
+    executor = ProcessPoolExecutor(max_workers=workers, initializer=_die_with_parent, initargs=(os.getpid(),))
     try:
-        futures = [executor.submit(task, str(folder), batch) for batch in batches]
+        pending: deque = deque()
+        for batch in itertools.islice(batches, 2 * workers):
+            pending.append(executor.submit(task, str(folder), batch))
         with bar() as progress_bar:
-            for future in futures:
-                batch_rows = future.result()
+            while pending:
+                batch_rows = pending.popleft().result()
                 rows.extend(batch_rows)
                 progress_bar.update(len(batch_rows))
+                for batch in itertools.islice(batches, 1):
+                    pending.append(executor.submit(task, str(folder), batch))
     finally:
         executor.shutdown(wait=True, cancel_futures=True)
     return rows
+
+
+#: Most subjects one cohort may have; ``$ATTRIVAE_MAX_SUBJECTS`` raises it.
+MAX_SUBJECTS = 1_000_000
+#: A lower bound of the disk space a subject takes per voxel (compressed image and masks).
+_MIN_BYTES_PER_VOXEL = 0.25
+
+
+def max_subjects() -> int:
+    text = os.environ.get("ATTRIVAE_MAX_SUBJECTS", "").strip()
+    try:
+        return int(text) if text else MAX_SUBJECTS
+    except ValueError:
+        raise ConfigError(f"ATTRIVAE_MAX_SUBJECTS={text!r} is not a whole number") from None
+
+
+def _check_room(out: Path, n: int, geometry: Geometry) -> None:
+    """Refuse a cohort that cannot fit: more than :func:`max_subjects`, or clearly more than the free disk."""
+    limit = max_subjects()
+    if n > limit:
+        raise ConfigError(f"n = {n:,} subjects is more than the limit of {limit:,}; ATTRIVAE_MAX_SUBJECTS raises it")
+    parent = out.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    try:
+        free = shutil.disk_usage(parent).free
+    except OSError:
+        return
+    need = n * math.prod(geometry.size) * _MIN_BYTES_PER_VOXEL
+    if need > free:
+        raise ConfigError(f"{out}: {n:,} subjects of {' × '.join(map(str, geometry.size))} voxels need at least "
+                          f"{need / 2**30:.1f} GiB; {free / 2**30:.1f} GiB are free there")
 
 
 def write_cohort(out: str | os.PathLike, n: int, render: Render, geometry: Geometry, columns: Sequence[str],
@@ -150,13 +233,15 @@ def write_cohort(out: str | os.PathLike, n: int, render: Render, geometry: Geome
             (slow set-up the workers inherit; its errors leave nothing behind).
 
     Raises:
-        ConfigError: ``n`` < 1, or ``out`` exists and ``overwrite`` is false.
+        ConfigError: ``n`` < 1 or above :func:`max_subjects`, more than the free disk space, or ``out``
+            exists and ``overwrite`` is false.
     """
     out = Path(out)
     if n < 1:
         raise ConfigError(f"n = {n}: the cohort needs at least one subject")
     if out.exists() and not overwrite:
         raise ConfigError(f"{out}: already exists; pass --overwrite (overwrite=True) to replace it")
+    _check_room(out, n, geometry)
     if prepare is not None:
         prepare()
     workers = max(1, min(int(workers or os.cpu_count() or 1), n))

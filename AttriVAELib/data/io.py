@@ -8,19 +8,40 @@ whose columns are the directions of the i, j, k index axes.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import SimpleITK as sitk
 
 from AttriVAELib.core.atomic import atomic_path
 from AttriVAELib.core.errors import InputError
+from AttriVAELib.data.headers import (DEFAULT_MAX_VOXELS, MAX_VOXELS_ENV, check_regular_file, check_voxel_count,
+                                      inspect_image_file, max_voxels)
 
 READABLE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
 WRITABLE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".mha")
+#: Largest |DᵀD − I| of a direction matrix D taken as orthonormal (rounding in headers).
+ORTHONORMAL_TOLERANCE = 1e-4
+
+__all__ = ["DEFAULT_MAX_VOXELS", "MAX_VOXELS_ENV", "Geometry", "READABLE_SUFFIXES", "Volume", "WRITABLE_SUFFIXES",
+           "check_geometry", "check_image_file", "check_volume", "max_voxels", "read_image", "read_mask", "read_sitk", "write_image"]
+
+
+@contextlib.contextmanager
+def _quiet_itk() -> Iterator[None]:
+    """Silence ITK's warnings (printed on stderr) for one call; errors still raise."""
+    previous = sitk.ProcessObject.GetGlobalWarningDisplay()
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)
+    try:
+        yield
+    finally:
+        sitk.ProcessObject.SetGlobalWarningDisplay(previous)
 
 
 @dataclass(frozen=True)
@@ -124,10 +145,51 @@ class Volume:
 
     @classmethod
     def from_sitk(cls, image: sitk.Image, dtype: np.dtype | type | None = np.float32) -> "Volume":
-        array = sitk.GetArrayFromImage(image)
-        if dtype is not None:
-            array = array.astype(dtype, copy=False)
+        """The image's voxels as an array (one copy, converted straight into ``dtype``)."""
+        view = sitk.GetArrayViewFromImage(image)
+        if dtype is None or view.dtype == np.dtype(dtype):
+            array = np.array(view, copy=True)
+        else:
+            array = view.astype(dtype)
         return cls(array, Geometry.from_image(image))
+
+
+def check_volume(volume: Volume, where: str = "image") -> Volume:
+    """A :class:`Volume` given in memory: 3D, numeric, finite, on a grid :func:`check_geometry` accepts."""
+    array = np.asarray(volume.array)
+    if array.ndim != 3:
+        raise InputError(f"{where} must be a 3D volume, got an array of shape {array.shape}")
+    if not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_):
+        raise InputError(f"{where} voxels must be numbers, got dtype {array.dtype}")
+    bad = _nonfinite(array)
+    if bad:
+        raise InputError(f"{where} has {bad} NaN or infinite voxels")
+    check_geometry(volume.geometry, where)
+    return volume
+
+
+def check_geometry(geometry: Geometry, where: str = "image") -> None:
+    """Refuse grids that cannot be mapped and back exactly: zero, negative or non-finite spacing,
+    a non-finite origin, a singular or non-orthonormal (sheared) direction matrix.
+
+    Raises:
+        InputError: one line naming ``where`` and the fault.
+    """
+    spacing = np.asarray(geometry.spacing, dtype=np.float64)
+    if spacing.shape != (3,) or not (np.isfinite(spacing).all() and (spacing > 0).all()):
+        raise InputError(f"{where}: voxel spacing {tuple(float(v) for v in geometry.spacing)} must be positive "
+                         "and finite")
+    if not np.isfinite(np.asarray(geometry.origin, dtype=np.float64)).all():
+        raise InputError(f"{where}: origin {tuple(geometry.origin)} is not finite")
+    d = np.asarray(geometry.direction, dtype=np.float64)
+    if d.size != 9 or not np.isfinite(d).all():
+        raise InputError(f"{where}: direction matrix must be 9 finite numbers, got {tuple(geometry.direction)}")
+    d = d.reshape(3, 3)
+    if abs(np.linalg.det(d)) < 1e-6:
+        raise InputError(f"{where}: direction matrix is singular (its axes are not independent)")
+    if np.abs(d.T @ d - np.eye(3)).max() > ORTHONORMAL_TOLERANCE:
+        raise InputError(f"{where}: direction matrix is not orthonormal (a sheared or scaled grid); outputs could "
+                         "not keep its geometry: resample it onto an orthonormal grid first")
 
 
 def _has_suffix(path: Path, suffixes: Sequence[str]) -> bool:
@@ -142,20 +204,56 @@ def _read_dicom_series(folder: Path) -> sitk.Image:
         raise InputError(f"{folder}: folder holds no DICOM series")
     if len(series) > 1:
         raise InputError(f"{folder}: folder holds {len(series)} DICOM series; point to a folder with one")
-    reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(folder), series[0]))
+    names = reader.GetGDCMSeriesFileNames(str(folder), series[0])
+    for name in names:
+        check_regular_file(Path(name))
+    first = sitk.ImageFileReader()
+    first.SetFileName(names[0])
+    first.ReadImageInformation()
+    check_voxel_count(folder, (*first.GetSize()[:2], len(names)))
+    reader.SetFileNames(names)
     return reader.Execute()
 
 
-def read_sitk(path: str | os.PathLike) -> sitk.Image:
-    """Read a 3D scalar image (NIfTI, NRRD, MHA/MHD or a DICOM series folder)."""
+def check_image_file(path: str | os.PathLike) -> None:
+    """Check an image file before a reader sees it: a regular file (a FIFO would block), a header
+    within the voxel limit (:func:`~AttriVAELib.data.headers.max_voxels`), and as many bytes of
+    voxel data as the header promises (ITK zero-fills truncated NIfTI files).
+
+    :func:`read_sitk` calls it; readers of their own (e.g. Slicer's storage nodes) should call it first.
+
+    Raises:
+        InputError: one line naming the file and the fault.
+    """
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: file not found")
+    if not path.is_dir():
+        with _quiet_itk():
+            inspect_image_file(path)
+
+
+def read_sitk(path: str | os.PathLike) -> sitk.Image:
+    """Read a 3D scalar image (NIfTI, NRRD, MHA/MHD or a DICOM series folder).
+
+    The header is checked first (:func:`check_image_file`); the grid must be one outputs can
+    keep exactly (:func:`check_geometry`).
+    """
+    return _read_sitk(Path(path))[0]
+
+
+def _read_sitk(path: Path) -> tuple[sitk.Image, int]:
+    """(image, NaN/inf voxels counted in the raw NIfTI data)."""
+    if not path.exists():
+        raise InputError(f"{path}: file not found")
+    nonfinite = 0
     try:
-        if path.is_dir():
-            image = _read_dicom_series(path)
-        else:
-            image = sitk.ReadImage(str(path))
+        with _quiet_itk():
+            if path.is_dir():
+                image = _read_dicom_series(path)
+            else:
+                nonfinite = inspect_image_file(path).nonfinite
+                image = sitk.ReadImage(str(path))
     except InputError:
         raise
     except RuntimeError as exc:
@@ -172,32 +270,27 @@ def read_sitk(path: str | os.PathLike) -> sitk.Image:
         raise InputError(f"{path}: image is {dim}D (size {image.GetSize()}); expected a 3D volume")
     if min(image.GetSize()) < 2:
         raise InputError(f"{path}: image size {image.GetSize()} is a 2D slice; expected a 3D volume")
-    return image
+    check_geometry(Geometry.from_image(image), str(path))
+    return image, nonfinite
 
 
-def _nifti_nonfinite_count(path: Path) -> int:
-    """Non-finite voxels in a floating-point NIfTI file, read raw.
-
-    ITK's NIfTI reader silently replaces NaN with 0, so the check must look at the file.
-    """
-    import nibabel
-
-    try:
-        image = nibabel.load(str(path))
-    except Exception:  # unreadable by nibabel: SimpleITK already read it, nothing more to check
+def _nonfinite(array: np.ndarray) -> int:
+    if not np.issubdtype(array.dtype, np.floating):
         return 0
-    if not np.issubdtype(image.get_data_dtype(), np.floating):
-        return 0
-    return int((~np.isfinite(np.asarray(image.dataobj))).sum())
+    finite = np.isfinite(array)
+    return 0 if finite.all() else int(finite.size - np.count_nonzero(finite))
 
 
 def read_image(path: str | os.PathLike, *, dtype: type = np.float32) -> Volume:
-    """Read an image as a :class:`Volume`; NaN or infinite voxels are an error."""
+    """Read an image as a :class:`Volume`; NaN or infinite voxels are an error.
+
+    Memory: the file's voxels once in ITK's buffer plus once as the returned array, briefly.
+    """
     path = Path(path)
-    volume = Volume.from_sitk(read_sitk(path), dtype=dtype)
-    bad = int((~np.isfinite(volume.array)).sum())
-    if not bad and _has_suffix(path, (".nii", ".nii.gz")):
-        bad = _nifti_nonfinite_count(path)
+    image, bad = _read_sitk(path)
+    volume = Volume.from_sitk(image, dtype=dtype)
+    del image
+    bad = bad or _nonfinite(volume.array)
     if bad:
         raise InputError(f"{path}: image has {bad} NaN or infinite voxels")
     return volume
@@ -210,8 +303,8 @@ def read_mask(path: str | os.PathLike, reference: Geometry | None = None) -> Vol
     when its grid differs, and an error is raised if it does not overlap that grid.
     """
     path = Path(path)
-    image = read_sitk(path)
-    if _has_suffix(path, (".nii", ".nii.gz")) and _nifti_nonfinite_count(path):
+    image, bad = _read_sitk(path)
+    if bad:
         raise InputError(f"{path}: mask has NaN or infinite voxels")
     if reference is not None and not Geometry.from_image(image).allclose(reference):
         image = sitk.Resample(image, reference.reference_image(), sitk.Transform(), sitk.sitkNearestNeighbor, 0)
@@ -231,5 +324,24 @@ def write_image(volume: Volume, path: str | os.PathLike, *, compress: bool = Tru
     if not _has_suffix(path, WRITABLE_SUFFIXES):
         raise InputError(f"{path}: unsupported output format; use one of {', '.join(WRITABLE_SUFFIXES)}")
     with atomic_path(path) as tmp:
-        sitk.WriteImage(volume.to_sitk(), str(tmp), compress)
+        try:
+            with _quiet_itk():
+                sitk.WriteImage(volume.to_sitk(), str(tmp), compress)
+        except RuntimeError as exc:
+            raise _write_error(path, exc) from None
     return path
+
+
+def _write_error(path: Path, exc: RuntimeError) -> OSError:
+    """ITK reports a failed write as a RuntimeError; name the cause as the OS would."""
+    try:
+        free = shutil.disk_usage(path.parent).free
+    except OSError:
+        free = None
+    if free is not None and free < (1 << 20):
+        return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+    if not os.access(path.parent, os.W_OK):
+        return OSError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+    lines = str(exc).strip().splitlines()
+    detail = next((ln.strip() for ln in lines if "ERROR" in ln or "Could not" in ln), "write failed")
+    return OSError(errno.EIO, f"cannot write image ({detail[:160]})", str(path))

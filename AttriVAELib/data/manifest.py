@@ -11,13 +11,14 @@ An attribute's unit is read from its name's suffix (``volume_ml`` → mL).
 from __future__ import annotations
 
 import csv
+import errno
 import hashlib
 import json
 import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -128,6 +129,20 @@ def _resolve_manifest_path(path: str | os.PathLike) -> Path:
     return path
 
 
+def normalize_label(text: str) -> str:
+    """One spelling per class: numeric labels are compared as numbers (``"1.0"``, ``"01"`` → ``"1"``;
+    ``"0.50"`` → ``"0.5"``); other labels are kept as written."""
+    try:
+        value = float(text)
+    except ValueError:
+        return text
+    if not math.isfinite(value):
+        return text
+    if value.is_integer() and abs(value) < 2**53:
+        return str(int(value))
+    return repr(value)
+
+
 def _sort_labels(labels: Iterable[str]) -> list[str]:
     unique = sorted(set(labels))
     try:
@@ -214,6 +229,8 @@ def load_manifest(
         label = row.get("label") or None
         if "label" in header and label is None:
             raise ManifestError(f"{where}: empty 'label'")
+        if label is not None:
+            label = normalize_label(label)
         metadata = {k: v for k, v in row.items() if k.startswith(METADATA_PREFIXES)}
         records.append(Record(subject, paths["image"], paths["mask"], paths["lesion"], label, values, line, metadata))
 
@@ -262,45 +279,100 @@ def make_split(
     return {name: sorted(subjects[part].tolist()) for name, part in zip(SPLIT_NAMES, (train, val, test))}
 
 
+def cache_dir() -> Path:
+    """Where AttriVAE keeps what cannot live next to read-only data: ``$ATTRIVAE_CACHE_DIR``, else
+    ``$XDG_CACHE_HOME/attrivae``, else ``~/.cache/attrivae``."""
+    explicit = os.environ.get("ATTRIVAE_CACHE_DIR")
+    if explicit:
+        return Path(explicit)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "attrivae"
+
+
+def split_locations(manifest: Manifest) -> list[Path]:
+    """Where a manifest's split is saved: next to it (``split.json``), or, for data in a folder this
+    user cannot write, in the user cache (:func:`cache_dir`) under a name derived from the manifest's path."""
+    key = hashlib.sha256(str(manifest.path.resolve()).encode("utf-8")).hexdigest()[:16]
+    return [manifest.root / SPLIT_FILE, cache_dir() / "splits" / f"{manifest.path.parent.name}-{key}.json"]
+
+
+def find_split(manifest: Manifest) -> Path | None:
+    """The saved split file of ``manifest`` (see :func:`split_locations`), or None."""
+    return next((p for p in split_locations(manifest) if p.is_file()), None)
+
+
+def read_split_file(path: Path, manifest: Manifest) -> tuple[dict[str, list[str]], dict]:
+    """(split, the file's settings: seed and fractions) of a saved split of ``manifest``."""
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        split = {name: [str(s) for s in saved["subjects"][name]] for name in SPLIT_NAMES}
+    except (OSError, ValueError, KeyError, TypeError):
+        raise ManifestError(f"{path}: not a valid split file; delete it to create a new split") from None
+    listed = sorted(s for name in SPLIT_NAMES for s in split[name])
+    if listed != sorted(manifest.subjects):
+        raise ManifestError(
+            f"{path}: saved split does not match the manifest's subjects; delete it to create a new split"
+        )
+    return split, {"seed": saved.get("seed"), "fractions": saved.get("fractions")}
+
+
 def load_split(
     manifest: Manifest,
     seed: int = 0,
     fractions: tuple[float, float, float] = (0.7, 0.15, 0.15),
     create: bool = True,
+    log: Callable[[str], None] | None = None,
 ) -> dict[str, list[str]]:
-    """The split saved next to the manifest (``split.json``), creating it on first use.
+    """The split saved with the manifest, creating it on first use.
 
     Every later command reuses the saved split. A saved split that does not match the
-    manifest's subjects is an error rather than being silently replaced.
+    manifest's subjects is an error rather than being silently replaced. The split is saved
+    next to the manifest (``split.json``); when that folder cannot be written (read-only data),
+    in the user cache instead (:func:`split_locations`), and ``log`` says where.
     """
-    split_path = manifest.root / SPLIT_FILE
-    if split_path.exists():
-        try:
-            saved = json.loads(split_path.read_text())
-            split = {name: list(saved["subjects"][name]) for name in SPLIT_NAMES}
-        except (ValueError, KeyError, TypeError):
-            raise ManifestError(f"{split_path}: not a valid split file; delete it to create a new split") from None
-        listed = sorted(s for name in SPLIT_NAMES for s in split[name])
-        if listed != sorted(manifest.subjects):
-            raise ManifestError(
-                f"{split_path}: saved split does not match the manifest's subjects; delete it to create a new split"
-            )
-        return split
+    found = find_split(manifest)
+    if found is not None:
+        return read_split_file(found, manifest)[0]
     if not create:
-        raise ManifestError(f"{split_path}: no saved split")
+        raise ManifestError(f"{manifest.root / SPLIT_FILE}: no saved split")
     split = make_split(manifest, seed=seed, fractions=fractions)
-    atomic.write_json(
-        split_path,
-        {
-            "seed": seed,
-            "fractions": list(fractions),
-            "stratified_by": "label" if manifest.label_names else None,
-            "manifest_digest": _manifest_digest(manifest),
-            "counts": {name: len(split[name]) for name in SPLIT_NAMES},
-            "subjects": split,
-        },
-    )
+    content = {
+        "seed": seed,
+        "fractions": list(fractions),
+        "stratified_by": "label" if manifest.label_names else None,
+        "manifest": str(manifest.path.resolve()),
+        "manifest_digest": _manifest_digest(manifest),
+        "counts": {name: len(split[name]) for name in SPLIT_NAMES},
+        "subjects": split,
+    }
+    beside, cached = split_locations(manifest)
+    try:
+        atomic.write_json(beside, content)
+    except OSError as exc:
+        if exc.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
+            raise
+        atomic.write_json(cached, content)
+        if log is not None:
+            log(f"note: {manifest.root} is not writable; the split is saved in {cached}")
     return split
+
+
+def split_settings_note(manifest: Manifest, seed: int, fractions: Sequence[float]) -> str | None:
+    """A note when the saved split was made with other settings than ``seed``/``fractions`` (they are
+    then not used: the saved split is), or None."""
+    found = find_split(manifest)
+    if found is None:
+        return None
+    saved = read_split_file(found, manifest)[1]
+    differ = []
+    if saved["fractions"] is not None and not np.allclose(saved["fractions"], list(fractions), atol=1e-9):
+        differ.append(f"split_fractions {list(fractions)} (saved: {saved['fractions']})")
+    if saved["seed"] is not None and saved["seed"] != seed:
+        differ.append(f"split_seed {seed} (saved: {saved['seed']})")
+    if not differ:
+        return None
+    return (f"note: using the split saved in {found}; data.{' and data.'.join(differ)} not applied "
+            "(delete the split file to make a new one)")
 
 
 @dataclass
@@ -366,6 +438,6 @@ def fit_scaler(manifest: Manifest, split: dict[str, list[str]], save: bool = Tru
 def training_subjects(manifest: Manifest, limit: int) -> list[str]:
     """Up to ``limit`` subjects of the training split (all subjects without a saved split)."""
     records = manifest.records
-    if (manifest.root / SPLIT_FILE).exists():
+    if find_split(manifest) is not None:
         records = manifest.subset(load_split(manifest, create=False).get("train", []))
     return [r.subject for r in records[:limit]]

@@ -14,6 +14,9 @@ exactly the source geometry; :func:`to_model_grid` maps another volume of the su
 (e.g. a lesion mask) onto the model grid.
 
 Arrays are (z, y, x) as in :mod:`AttriVAELib.data.io`; geometry is ITK (LPS) order.
+
+Why one long module: the preprocessing and the invertible grid mapping it creates are one
+contract (every forward step has its inverse here), read and tested together.
 """
 
 from __future__ import annotations
@@ -274,15 +277,43 @@ def _sub_image(sub: np.ndarray, source: Geometry, first: np.ndarray) -> sitk.Ima
     """A sub-array of a source-grid array, starting at index ``first`` (i, j, k), as a
     SimpleITK image with its geometry."""
     image = sitk.GetImageFromArray(np.ascontiguousarray(sub))
+    _place(image, source, first)
+    return image
+
+
+def _place(image: sitk.Image, source: Geometry, first: np.ndarray) -> None:
     image.SetSpacing(source.spacing)
     image.SetDirection(source.direction)
     image.SetOrigin(tuple(float(v) for v in source.index_to_physical(first.astype(np.float64))))
-    return image
+
+
+def _float_sub_image(region: np.ndarray, source: Geometry, first: np.ndarray) -> tuple[sitk.Image, np.ndarray]:
+    """A float32 SimpleITK image holding ``region``, and a writable array over ITK's own buffer (valid
+    while the image lives): one copy, filtered in place, keeps a large image's preprocessing near 2× its size."""
+    import ctypes
+
+    image = sitk.Image([int(s) for s in region.shape[::-1]], sitk.sitkFloat32)
+    _place(image, source, first)
+    view = sitk.GetArrayViewFromImage(image)  # read-only numpy view; makes the buffer unique
+    address = view.__array_interface__["data"][0]
+    buffer = (ctypes.c_float * view.size).from_address(address)
+    array = np.ctypeslib.as_array(buffer).reshape(view.shape)
+    array[...] = region
+    return image, array
 
 
 def _resample(image: sitk.Image, target: Geometry, interpolator: int, default: float, pixel: int) -> np.ndarray:
     out = sitk.Resample(image, target.reference_image(), sitk.Transform(), interpolator, float(default), pixel)
     return sitk.GetArrayFromImage(out)
+
+
+def _flat_sample(region: np.ndarray) -> np.ndarray:
+    """``region.ravel()``, or of a large non-contiguous one the every-k-th elements ``_percentiles`` keeps."""
+    if region.flags.c_contiguous or region.size <= _PERCENTILE_MAX_VOXELS:
+        return region.ravel()
+    step = int(math.ceil(region.size / _PERCENTILE_MAX_VOXELS))
+    flat = np.arange(0, region.size, step, dtype=np.int64)
+    return region[np.unravel_index(flat, region.shape)]
 
 
 def _percentiles(values: np.ndarray, q: tuple[float, float]) -> tuple[float, float]:
@@ -350,7 +381,7 @@ def preprocess(volume: Volume, spec: PreprocessSpec, mask: Volume | None = None)
         if values.size == 0:
             raise InputError("mask has no voxels inside the model cube (check fov_mm)")
     else:
-        values = region.ravel()
+        values = _flat_sample(region)
     # A fixed window (CT-like, or scanner units) cannot be shifted by a bright lesion, unlike
     # per-image percentiles, which darken everything else when a lesion sets the maximum.
     lo, hi = spec.intensity_window or _percentiles(values, spec.percentiles)
@@ -362,10 +393,11 @@ def preprocess(volume: Volume, spec: PreprocessSpec, mask: Volume | None = None)
     pad = 2 + np.ceil(4.0 * sigma)
     first = np.clip(np.floor(box_lo) - pad, 0, size - 1)
     last = np.clip(np.ceil(box_hi) + pad, 0, size - 1)
-    sub = np.ascontiguousarray(array[_slices(first, last)], dtype=np.float32)
+    sub_image, sub = _float_sub_image(array[_slices(first, last)], source, first)
     if (sigma > 0.05).any():
-        sub = ndimage.gaussian_filter(sub, sigma=sigma[::-1], mode="nearest", truncate=4.0)
-    resampled = _resample(_sub_image(sub, source, first), model, sitk.sitkLinear, lo, sitk.sitkFloat32)
+        ndimage.gaussian_filter(sub, sigma=sigma[::-1], mode="nearest", truncate=4.0, output=sub)
+    resampled = _resample(sub_image, model, sitk.sitkLinear, lo, sitk.sitkFloat32)
+    del sub, sub_image
 
     mapping = GridMapping(source=source, model=model, intensity_range=(lo, hi), gamma=spec.gamma)
     image = mapping.scale_intensity(resampled)

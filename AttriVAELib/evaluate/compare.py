@@ -130,8 +130,8 @@ def compare(data: str | os.PathLike, out: str | os.PathLike, *, seeds: Sequence[
             overrides: Mapping[str, Any] | None = None, evaluate_settings=None,
             log: Callable[[str], None] = print) -> dict[str, Any]:
     """Train and evaluate every (method, seed); write the comparison table. Returns it as a dict."""
-    from AttriVAELib.train.config import deep_merge, load_yaml
     from AttriVAELib.evaluate.evaluation import EvaluationSettings
+    from AttriVAELib.train.config import deep_merge, load_yaml
 
     if not seeds:
         raise ConfigError("give at least one seed")

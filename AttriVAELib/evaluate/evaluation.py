@@ -36,15 +36,14 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 import numpy as np
 
 from AttriVAELib.cohorts.registry import cohort_kind
-from AttriVAELib.data.cohort_files import read_label_map
 from AttriVAELib.core.errors import ConfigError, InputError
+from AttriVAELib.data.cohort_files import read_label_map
 from AttriVAELib.data.io import read_mask
-from AttriVAELib.data.manifest import SPLIT_FILE, Manifest, Record, load_manifest, load_split
+from AttriVAELib.data.manifest import Manifest, Record, find_split, load_manifest, load_split
 from AttriVAELib.evaluate.fidelity import decoded_attributes, format_rho, spearman_rho, traversal_fidelity
 from AttriVAELib.evaluate.localization import (attribute_map_variants, localization_scores, map_localization,
-                                              region_attention)
+                                               region_attention)
 from AttriVAELib.evaluate.scores import classification_scores, reconstruction_scores
-
 
 if TYPE_CHECKING:
     from AttriVAELib.inference.model import AttriVAEModel
@@ -114,12 +113,30 @@ def evaluation_records(model: AttriVAEModel, data: str | os.PathLike | None, spl
     missing = [n for n in model.attribute_names if n not in manifest.attribute_names]
     if missing:
         raise InputError(f"{manifest.path}: lacks the model's attribute columns {missing}")
-    if not (manifest.root / SPLIT_FILE).exists():  # a held-out dataset of its own: evaluated whole
+    if model.has_classifier and manifest.label_names:
+        unknown = [n for n in manifest.label_names if n not in model.label_names]
+        if unknown:
+            raise InputError(f"{manifest.path}: labels {', '.join(map(repr, unknown))} are not classes of the model "
+                             f"({model.num_classes} classes: {', '.join(model.label_names) or 'unnamed'})")
+    if find_split(manifest) is None:  # a held-out dataset of its own: evaluated whole
         return manifest, list(manifest.records), "all"
     splits = load_split(manifest, create=False)
     if split not in splits:
         raise ConfigError(f"unknown split {split!r}; choose from {', '.join(splits)}")
+    if not splits[split]:
+        others = [name for name, subjects in splits.items() if subjects and name != split]
+        raise ConfigError(f"the {split} split of {manifest.path} is empty; nothing to evaluate"
+                          + (f" (try --split {others[-1]})" if others else ""))
     return manifest, manifest.subset(splits[split]), split
+
+
+def _class_indices(model: AttriVAEModel, manifest: Manifest, records: Sequence[Record]) -> np.ndarray:
+    """Each record's class index in the model's classes (−1 without a label)."""
+    names = model.label_names
+    if not names:
+        return manifest.labels(records)
+    return np.array([names.index(r.label) if r.label is not None and r.label in names else -1 for r in records],
+                    dtype=np.int64)
 
 
 def _lesion_attribute(names: Sequence[str]) -> str | None:
@@ -133,10 +150,10 @@ def evaluate_run(run: str | os.PathLike, data: str | os.PathLike | None = None,
 
     Returns the JSON-ready dictionary written to ``metrics.json`` by :func:`write_evaluation`.
     """
+    from AttriVAELib.data.preprocessing import to_model_grid
     from AttriVAELib.evaluate import metrics as M
     from AttriVAELib.explain.gradcam import resolve_layer
     from AttriVAELib.inference.model import AttriVAEModel
-    from AttriVAELib.data.preprocessing import to_model_grid
 
     s = settings or EvaluationSettings()
     model = AttriVAEModel.load(run, device=device)
@@ -153,7 +170,7 @@ def evaluate_run(run: str | os.PathLike, data: str | os.PathLike | None = None,
     scored = names or [n for n in (model.meta.get("attributes") or {}).get("names") or []
                        if n in manifest.attribute_names]
     attributes = manifest.attribute_matrix(records)[:, [manifest.attribute_names.index(n) for n in scored]]
-    labels = manifest.labels(records)
+    labels = _class_indices(model, manifest, records) if model.has_classifier else manifest.labels(records)
     result: dict[str, Any] = {
         "run": str(Path(run).resolve()), "data": str(manifest.path), "split": split, "n": len(records),
         "cohort_kind": kind.name, "attributes": scored, "regularized_dims": list(range(k)),

@@ -19,7 +19,6 @@ from scipy.stats import spearmanr
 
 from AttriVAELib.cohorts.registry import Measure
 
-
 if TYPE_CHECKING:
     from AttriVAELib.inference.model import AttriVAEModel, Encoding
 

@@ -15,8 +15,6 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 import numpy as np
 from scipy import ndimage as ndi
 
-
-
 if TYPE_CHECKING:
     from AttriVAELib.inference.model import AttriVAEModel, Encoding
 

@@ -158,10 +158,10 @@ def _reconstruction_png(pairs: Sequence[tuple[str, np.ndarray, np.ndarray]]) -> 
 # --------------------------------------------------------------------------- the report
 def _figures(run: Path, data_manifest: str, result: Mapping[str, Any], device: str) -> list[tuple[str, str, bytes]]:
     """(section title, caption, PNG) of every picture of the report."""
-    from AttriVAELib.explain.explain import explain_encoding
-    from AttriVAELib.inference.model import AttriVAEModel
     from AttriVAELib.data.manifest import load_manifest, load_split
+    from AttriVAELib.explain.explain import explain_encoding
     from AttriVAELib.explain.montage import montage_png, strip_png
+    from AttriVAELib.inference.model import AttriVAEModel
 
     model = AttriVAEModel.load(run, device=device)
     manifest = load_manifest(data_manifest)
@@ -342,6 +342,7 @@ def write_evaluation(run: str | os.PathLike, out: str | os.PathLike, result: Map
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    atomic.remove_stale(out)  # temporaries of an evaluation that was killed
     head = headline_of(result)
     payload = {"headline": head, **result}
     atomic.write_json(out / "metrics.json", payload)

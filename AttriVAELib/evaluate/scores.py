@@ -17,7 +17,6 @@ from AttriVAELib.cohorts.registry import Segment
 from AttriVAELib.core.errors import InputError
 from AttriVAELib.data.io import Volume
 
-
 if TYPE_CHECKING:
     from AttriVAELib.inference.model import AttriVAEModel, Encoding
 
@@ -43,18 +42,14 @@ def classification_scores(labels: np.ndarray, probabilities: np.ndarray, n_boot:
         ``{"accuracy": {"value", "ci95"}, "balanced_accuracy": …, "auc": …}``; the AUC is over
         the whole split (one-vs-rest macro average for C > 2).
     """
-    from sklearn.metrics import balanced_accuracy_score, roc_auc_score
+    from sklearn.metrics import balanced_accuracy_score
 
     keep = labels >= 0
     y, p = labels[keep], probabilities[keep]
     if len(y) == 0:
         raise InputError("no labelled subjects to score the classifier on")
 
-    def auc(yy: np.ndarray, pp: np.ndarray) -> float:
-        if len(np.unique(yy)) < 2:
-            return float("nan")
-        return float(roc_auc_score(yy, pp[:, 1]) if pp.shape[1] == 2 else
-                     roc_auc_score(yy, pp, multi_class="ovr", labels=np.arange(pp.shape[1])))
+    from AttriVAELib.train.heldout import macro_auc as auc  # one-vs-rest over the classes present
 
     def scores(yy: np.ndarray, pp: np.ndarray) -> tuple[float, float, float]:
         pred = pp.argmax(1)

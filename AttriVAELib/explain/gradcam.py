@@ -54,7 +54,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from AttriVAELib.core.errors import ConfigError
-from AttriVAELib.nn.model import AttriVAE, ENCODER_LAYER_NAMES
+from AttriVAELib.nn.model import ENCODER_LAYER_NAMES, AttriVAE
 
 __all__ = [
     "DEFAULT_LAYER",

@@ -121,18 +121,28 @@ def save_strip(path: str | os.PathLike, frames: Sequence[np.ndarray], labels: Se
 def strip_png(frames: Sequence[np.ndarray], labels: Sequence[str], spacing: Sequence[float] = (1.0, 1.0, 1.0),
               centre: Sequence[int] | None = None, title: str | None = None) -> bytes:
     """PNG bytes of a traversal strip: one column per frame, rows axial/coronal/sagittal through ``centre``
-    (default: the middle of the grid), on a common grey window."""
-    frames = [np.asarray(f, dtype=np.float32) for f in frames]
+    (default: the middle of the grid), on a common grey window.
+
+    A frame is a 3D volume, or already its three slices (axial, coronal, sagittal) through the
+    centre (a sequence of three 2D arrays), so a long traversal of a large image need not
+    keep every volume; the window then comes from the slices.
+    """
     if not frames:
         raise ValueError("no frames to show")
-    centre = tuple(s // 2 for s in frames[0].shape) if centre is None else tuple(centre)
-    lo, hi = _window(np.stack(frames))
+    if all(isinstance(f, (list, tuple)) and len(f) == 3 for f in frames):
+        views = [[np.asarray(v, dtype=np.float32) for v in f] for f in frames]
+        lo, hi = _window(np.concatenate([v.ravel() for f in views for v in f]))
+    else:
+        volumes = [np.asarray(f, dtype=np.float32) for f in frames]
+        centre = tuple(s // 2 for s in volumes[0].shape) if centre is None else tuple(centre)
+        lo, hi = _window(np.stack(volumes))
+        views = [orthogonal_slices(v, centre) for v in volumes]
     aspects = _aspects(spacing)
-    n = len(frames)
+    n = len(views)
     fig = _figure(1.8 * n + 0.4, 5.6 + (0.3 if title else 0.0))
     axes = fig.subplots(3, n, squeeze=False)
-    for s, (frame, label) in enumerate(zip(frames, labels)):
-        for r, img2d in enumerate(orthogonal_slices(frame, centre)):
+    for s, (view, label) in enumerate(zip(views, labels)):
+        for r, img2d in enumerate(view):
             ax = axes[r][s]
             ax.imshow(img2d, cmap="gray", vmin=lo, vmax=hi, aspect=aspects[r], origin="upper" if r == 0 else "lower",
                       interpolation="nearest")

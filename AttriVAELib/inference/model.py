@@ -23,6 +23,10 @@ calibration (:class:`~AttriVAELib.nn.calibration.AttributeCalibration`) converts
 physical values outside the calibrated (training) range are clamped to it.
 
 Shapes: latents ``(B, L)``; model-grid volumes ``(N, N, N)`` in (z, y, x) order.
+
+Why one long module: :class:`AttriVAEModel` is the one facade users, the CLI and Slicer
+hold; its methods share the loaded network, the preprocessing and the calibration. What
+stands alone lives beside it (:mod:`.encoding`, :mod:`AttriVAELib.nn.folded_decoder`).
 """
 
 from __future__ import annotations
@@ -35,14 +39,15 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from AttriVAELib.core.errors import CheckpointError, ConfigError, InputError
+from AttriVAELib.data.io import Volume, check_volume, read_image, read_mask
+from AttriVAELib.data.preprocessing import Preprocessed, PreprocessSpec, preprocess, to_source_grid
 from AttriVAELib.inference.encoding import Dim, Encoding, ImageLike
 from AttriVAELib.nn.calibration import AttributeCalibration
-from AttriVAELib.nn.checkpoint import checkpoint_paths, load_checkpoint, split_prefix
-from AttriVAELib.core.errors import CheckpointError, ConfigError, InputError
-from AttriVAELib.data.io import Volume, read_image, read_mask
-from AttriVAELib.nn.folded_decoder import OneDNNDecoder as _OneDNNDecoder, fold_decoder as _fold_decoder
+from AttriVAELib.nn.checkpoint import check_state_shapes, checkpoint_paths, load_checkpoint, split_prefix
+from AttriVAELib.nn.folded_decoder import OneDNNDecoder as _OneDNNDecoder
+from AttriVAELib.nn.folded_decoder import fold_decoder as _fold_decoder
 from AttriVAELib.nn.model import AttriVAE, ModelConfig, class_probabilities
-from AttriVAELib.data.preprocessing import Preprocessed, PreprocessSpec, preprocess, to_source_grid
 
 __all__ = ["AttriVAEModel", "Encoding", "ImageLike", "Dim"]
 
@@ -134,14 +139,16 @@ class AttriVAEModel:
             raise CheckpointError(f"{location}: model not found (give a run folder or a model.safetensors file)")
         tensors, meta = load_checkpoint(location, name=name, verify=verify, device="cpu")
         weights, _ = checkpoint_paths(location, name)
-        if "model_config" not in meta:
-            raise CheckpointError(f"{weights}: checkpoint has no model configuration")
+        if "model_config" not in meta or not isinstance(meta.get("preprocess"), dict):  # no silent defaults
+            what = "model configuration" if "model_config" not in meta else "preprocessing settings ('preprocess')"
+            raise CheckpointError(f"{weights}: checkpoint has no {what}")
         try:
             config = ModelConfig.from_dict(meta["model_config"])
         except ConfigError as exc:
             raise CheckpointError(f"{weights}: invalid model configuration ({exc})") from None
-        network = AttriVAE(config)
         state = split_prefix(tensors, "model") or dict(tensors)
+        check_state_shapes(config, state, weights)  # before allocating: the header's sizes must match the tensors
+        network = AttriVAE(config)
         try:
             network.load_state_dict(state)
         except RuntimeError as exc:
@@ -260,6 +267,8 @@ class AttriVAEModel:
         """
         x = self._to_input_tensor(images)
         mu, logvar = self.network.encode(x)
+        if not (torch.isfinite(mu).all() and torch.isfinite(logvar).all()):
+            raise InputError("the encoder gave NaN or infinite values: its weights or this input are unusable")
         return {"mu": mu.float().cpu().numpy(), "logvar": logvar.float().cpu().numpy(),
                 "probabilities": self._probabilities(mu), "attributes": self.predict_attributes(mu)}
 
@@ -275,6 +284,8 @@ class AttriVAEModel:
     def encode_batch(self, images: Sequence[ImageLike], masks: Sequence[ImageLike | None] | None = None,
                      batch_size: int = 16) -> list[Encoding]:
         """Encode several images; the network runs on batches of ``batch_size``."""
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+            raise ConfigError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
         if masks is not None and len(masks) != len(images):
             raise InputError(f"{len(images)} images but {len(masks)} masks")
         pres = [self.preprocess(img, None if masks is None else masks[i]) for i, img in enumerate(images)]
@@ -305,7 +316,6 @@ class AttriVAEModel:
 
     @torch.inference_mode()
     def _probabilities(self, z: Tensor) -> np.ndarray | None:
-
         logits = self.network.classify(z.to(self.dtype))
         return None if logits is None else class_probabilities(logits.float()).cpu().numpy()
 
@@ -490,11 +500,6 @@ class AttriVAEModel:
 
 
 def _as_volume(image: ImageLike) -> Volume:
-    if isinstance(image, Volume):
-        array = np.asarray(image.array)
-        if array.ndim != 3:
-            raise InputError(f"image must be a 3D volume, got an array of shape {array.shape}")
-        if not np.isfinite(array).all():
-            raise InputError(f"image has {int((~np.isfinite(array)).sum())} NaN or infinite voxels")
-        return image
-    return read_image(image)
+    if not isinstance(image, (Volume, str, os.PathLike)):
+        raise InputError(f"image must be a Volume or a path to an image file, got {type(image).__name__}")
+    return check_volume(image) if isinstance(image, Volume) else read_image(image)

@@ -7,7 +7,7 @@ from AttriVAELib.core.lazy import lazy_exports
 
 _EXPORTS = {
     "class_probabilities": "AttriVAELib.nn.model",
-    "ModelConfig": "AttriVAELib.nn.model",
+    "ModelConfig": "AttriVAELib.nn.config",
     "AttriVAE": "AttriVAELib.nn.model",
     "ConvBlock": "AttriVAELib.nn.model",
     "Conv3d": "AttriVAELib.nn.model",

@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import platform
+import re
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -73,7 +74,14 @@ def save_checkpoint(location: str | os.PathLike, tensors: Mapping[str, torch.Ten
     text = json.dumps(meta, sort_keys=False)
     plain = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     with atomic.atomic_path(weights) as tmp:
-        save_file(plain, str(tmp), metadata={META_KEY: text})
+        try:
+            save_file(plain, str(tmp), metadata={META_KEY: text})
+        except Exception as exc:  # safetensors reports I/O faults as its own error type
+            match = re.search(r"os error (\d+)", str(exc))
+            if match is None:
+                raise
+            code = int(match.group(1))
+            raise OSError(code, os.strerror(code), str(weights)) from None
         digest = _sha256(tmp)
     atomic.write_json(sidecar, {**meta, "weights_file": weights.name, "sha256": digest})
     return weights
@@ -97,9 +105,14 @@ def read_metadata(location: str | os.PathLike, name: str = "model") -> dict:
         meta = json.loads(header[META_KEY])
     except ValueError:
         raise CheckpointError(f"{weights}: checkpoint metadata is not valid JSON") from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{weights}: checkpoint metadata must be a JSON object, not {type(meta).__name__}")
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"{weights}: not an AttriVAE checkpoint (format {meta.get('format')!r})")
-    if int(meta.get("format_version", 0)) > FORMAT_VERSION:
+    version = meta.get("format_version", 0)
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise CheckpointError(f"{weights}: checkpoint format_version must be a whole number, got {version!r}")
+    if version > FORMAT_VERSION:
         raise CheckpointError(f"{weights}: checkpoint format {meta.get('format_version')} is newer than this "
                               f"AttriVAE ({__version__}) reads; upgrade attrivae")
     return meta
@@ -126,6 +139,10 @@ def load_checkpoint(location: str | os.PathLike, name: str = "model", verify: bo
         tensors = load_file(str(weights), device=str(device))
     except Exception as exc:
         raise CheckpointError(f"{weights}: cannot read tensors ({str(exc).splitlines()[0][:120]})") from None
+    bad = [k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise CheckpointError(f"{weights}: {len(bad)} tensor{'s' if len(bad) > 1 else ''} hold NaN or infinite values "
+                              f"(e.g. {bad[0]}); the model would give meaningless outputs")
     return tensors, meta
 
 
@@ -157,3 +174,21 @@ def optimizer_from_tensors(tensors: Mapping[str, torch.Tensor], meta: Mapping[st
     for idx, values in meta.get("scalars", {}).items():
         state.setdefault(int(idx), {}).update(values)
     return {"state": state, "param_groups": meta["param_groups"]}
+
+
+def check_state_shapes(config: Any, state: Mapping[str, torch.Tensor], weights: str | os.PathLike) -> None:
+    """The network ``config`` describes, built on torch's meta device (no memory), must have the
+    checkpoint's tensors' names and shapes."""
+    from AttriVAELib.nn.model import AttriVAE
+
+    with torch.device("meta"):
+        probe = AttriVAE(config)
+    expected = {k: tuple(v.shape) for k, v in probe.state_dict().items()}
+    found = {k: tuple(v.shape) for k, v in state.items()}
+    if expected != found:
+        missing = sorted(expected.keys() - found.keys())
+        unexpected = sorted(found.keys() - expected.keys())
+        shaped = sorted(k for k in expected.keys() & found.keys() if expected[k] != found[k])
+        detail = (f"missing {missing[0]}" if missing else f"unexpected {unexpected[0]}" if unexpected else
+                  f"{shaped[0]} is {found[shaped[0]]}, the configuration needs {expected[shaped[0]]}")
+        raise CheckpointError(f"{weights}: weights do not fit the model configuration ({detail})")

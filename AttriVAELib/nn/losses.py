@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from AttriVAELib.core.errors import ConfigError
-from AttriVAELib.nn.model import config_from_dict
+from AttriVAELib.nn.config import config_from_dict
 
 __all__ = [
     "LossConfig",

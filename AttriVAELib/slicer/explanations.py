@@ -13,7 +13,13 @@ uses the session's ``scene``, ``input_node``, ``latent``, ``heatmaps``, ``heatma
   stores class statistics, else the classifier-direction flip) or to one attribute value; the
   difference counterfactual − reconstruction is overlaid on the input.
 * Traversal: one latent dim swept over a range into a sequence (at most
-  :data:`MAX_TRAVERSAL_STEPS` decoded volumes on the input grid).
+  :data:`MAX_TRAVERSAL_STEPS` decoded volumes). The memory of the frames is estimated first;
+  above ``memory_limit`` they go on a coarser grid (:func:`AttriVAELib.slicer.gridding.traversal_grid`)
+  and the session says so in its messages.
+
+Each has a ``*_task`` form (:class:`~AttriVAELib.slicer.tasks.Task`): the torch part and the
+resampling onto the input grid run in a worker thread, the nodes are written on the main
+thread one per step.
 """
 
 from __future__ import annotations
@@ -24,7 +30,9 @@ from typing import Any
 import numpy as np
 
 from AttriVAELib.core.errors import ConfigError
-from AttriVAELib.slicer import mrml, outputs
+from AttriVAELib.slicer import gridding, mrml, outputs
+from AttriVAELib.slicer.mrml import sequences
+from AttriVAELib.slicer.tasks import Task
 
 __all__ = ["ExplanationsMixin", "MAX_TRAVERSAL_STEPS"]
 
@@ -49,25 +57,51 @@ class ExplanationsMixin:
         Returns:
             name → heatmap node.
         """
+        return self.attention_task(layer, relu, colormap=colormap, threshold=threshold, opacity=opacity,
+                                   show=show).run_here()
+
+    def attention_task(self, layer: str = "auto", relu: bool = True, *, colormap: str | None = None,
+                       threshold: float = 0.2, opacity: float = 0.5, show: str | None = None) -> Task:
+        """:meth:`attention` as a task (Grad-CAM and resampling in the worker, one node per step after)."""
         from AttriVAELib.explain.explain import explain_encoding
 
-        model = self._require_model()
+        self._require_model()
         enc = self._require_encoding()
-        explanation = self._guard(
-            "computing attention maps",
-            lambda: explain_encoding(self.model, enc, layer=layer, relu=relu, counterfactual=False))
-        maps = dict(explanation.attribute_maps)
-        if explanation.classifier_map is not None:
-            maps["classifier"] = explanation.classifier_map
-        if not maps:
-            raise ConfigError("this model has neither regularized attributes nor a classifier: nothing to explain")
-        volumes = {name: model.to_input_grid(np.asarray(array, dtype=np.float32), enc) for name, array in maps.items()}
-        self.heatmaps = {}  # none, should writing the nodes fail
-        self._heatmap_signed = not relu
-        self.heatmaps = outputs.show_heatmaps(self.scene, volumes, self.input_node, signed=not relu,
-                                              colormap=colormap, threshold=threshold, opacity=opacity)
-        self.show_heatmap(show or next(iter(self.heatmaps)), opacity=opacity)
-        return dict(self.heatmaps)
+        input_node = self.input_node
+
+        def work(task: Task):
+            task.report(0.0, "Grad-CAM")
+            outputs.prepare_colormaps()  # any import the colour tables need happens here, not on the main thread
+            explanation = self._guard(
+                "computing attention maps",
+                lambda: explain_encoding(self.model, enc, layer=layer, relu=relu, counterfactual=False))
+            maps = dict(explanation.attribute_maps)
+            if explanation.classifier_map is not None:
+                maps["classifier"] = explanation.classifier_map
+            if not maps:
+                raise ConfigError("this model has neither regularized attributes nor a classifier: nothing to explain")
+            volumes = {}
+            for i, (name, array) in enumerate(maps.items()):
+                task.report(0.2 + 0.8 * i / len(maps), f"resampling the map of {name}")
+                volumes[name] = outputs.prepare(gridding.to_input_grid(array, enc.mapping, check=task.check),
+                                                task.check)
+            return volumes
+
+        def apply(volumes):
+            self.heatmaps = {}  # none, should writing the nodes fail
+            self._heatmap_signed = not relu
+            outputs.style_colormap(self.scene, signed=not relu, colormap=colormap)
+            yield
+            nodes = {}
+            for name, volume in volumes.items():
+                nodes.update(outputs.show_heatmaps(self.scene, {name: volume}, input_node, signed=not relu,
+                                                   colormap=colormap, threshold=threshold, opacity=opacity))
+                yield
+            self.heatmaps = nodes
+            self.show_heatmap(show or next(iter(self.heatmaps)), opacity=opacity)
+            return dict(self.heatmaps)
+
+        return Task("Attention maps", work, apply)
 
     def show_heatmap(self, name: str, *, opacity: float | None = None, threshold: float | None = None,
                      colormap: str | None = None):
@@ -96,10 +130,16 @@ class ExplanationsMixin:
             The difference node (counterfactual − reconstruction, ColdToHotRainbow centred at
             0); :attr:`last_counterfactual` holds the summary (moved dims, probabilities).
         """
+        return self.counterfactual_task(mode, method=method, opacity=opacity).run_here()
+
+    def counterfactual_task(self, mode: str | tuple = "other_class", *, method: str = "auto",
+                            opacity: float = 0.5) -> Task:
+        """:meth:`counterfactual` as a task."""
         from AttriVAELib.explain.counterfactual import counterfactual as make_counterfactual
 
-        model = self._require_model()
+        self._require_model()
         enc = self._require_encoding()
+        input_node = self.input_node
         if isinstance(mode, str) and mode == "other_class":
             stats = self._class_statistics() if method in ("auto", "class_mean") else None
             how = "flip" if method == "auto" and stats is None else method
@@ -111,26 +151,47 @@ class ExplanationsMixin:
             kwargs = {"values": {name: float(value)}, "units": "attribute"}
         else:
             raise ConfigError(f"counterfactual mode must be 'other_class' or ('attribute', name, value); got {mode!r}")
-        result = self._guard("computing the counterfactual",
-                             lambda: make_counterfactual(self.model, enc, **kwargs))
-        counter = model.to_input_grid(result.counterfactual, enc, rescale=True)
-        difference = model.to_input_grid(result.difference, enc, rescale=False)
-        node = outputs.show_counterfactual(self.scene, counter, difference, self.input_node, opacity)
-        self.last_counterfactual = result.summary(model)
-        return node
+
+        def work(task: Task):
+            task.report(0.0, "moving the encoding")
+            result = self._guard("computing the counterfactual",
+                                 lambda: make_counterfactual(self.model, enc, **kwargs))
+            task.report(0.3, "resampling the counterfactual")
+            counter = gridding.to_input_grid(result.counterfactual, enc.mapping, rescale=True, check=task.check)
+            task.report(0.65, "resampling the difference")
+            difference = gridding.to_input_grid(result.difference, enc.mapping, check=task.check)
+            return result, outputs.prepare(counter, task.check), outputs.prepare(difference, task.check)
+
+        def apply(computed):
+            result, counter, difference = computed
+            outputs.write_counterfactual(self.scene, counter, input_node)
+            yield
+            node = outputs.show_difference(self.scene, difference, input_node, opacity)
+            self.last_counterfactual = result.summary(self.model)
+            return node
+
+        return Task("Counterfactual", work, apply)
 
     # ------------------------------------------------------------------ traversal
-    def traversal(self, dim: int | str, lo: float, hi: float, steps: int, *, units: str = "latent"):
+    def traversal(self, dim: int | str, lo: float, hi: float, steps: int, *, units: str = "latent",
+                  memory_limit: int = gridding.DEFAULT_TRAVERSAL_MEMORY):
         """Decode the current latent with dim ``dim`` swept from ``lo`` to ``hi`` in ``steps`` steps.
 
-        The volumes (on the input grid) go into the sequence ``"AttriVAE traversal"``, indexed by
-        the requested values (named after the attribute, with its unit for
-        ``units="attribute"``); calling again refills the same sequence. A sequence browser to play
-        it is kept in :attr:`traversal_browser` (None where the Sequences classes are missing).
+        The volumes go into the sequence ``"AttriVAE traversal"``, indexed by the requested
+        values (named after the attribute, with its unit for ``units="attribute"``); calling
+        again refills the same sequence. They are on the input grid when ``steps`` frames fit
+        in ``memory_limit`` bytes, else on a coarser grid over the same extent (a message says
+        so). A sequence browser to play it is kept in :attr:`traversal_browser` (None where
+        the Sequences classes are missing).
 
         Returns:
             The sequence node.
         """
+        return self.traversal_task(dim, lo, hi, steps, units=units, memory_limit=memory_limit).run_here()
+
+    def traversal_task(self, dim: int | str, lo: float, hi: float, steps: int, *, units: str = "latent",
+                       memory_limit: int = gridding.DEFAULT_TRAVERSAL_MEMORY) -> Task:
+        """:meth:`traversal` as a task: frames decoded and resampled in the worker, one sequence item per step."""
         model = self._require_model()
         enc = self._require_encoding()
         steps = int(steps)
@@ -143,9 +204,31 @@ class ExplanationsMixin:
         k = model.dim_index(dim)
         values = np.linspace(float(lo), float(hi), steps)
         z = model.traversal_latents(self.latent, k, values, units=units)
-        frames = self._decode(z, preview=False)
-        volumes = [model.to_input_grid(frames[s], enc, rescale=True) for s in range(steps)]
-        unit = self.dim_unit(k) if units == "attribute" else "latent"
-        sequence, self._traversal_browser = outputs.show_traversal(
-            self.scene, volumes, values, attribute=self.dim_name(k), unit=unit, reference=self.input_node)
-        return sequence
+        plan = gridding.traversal_grid(enc.mapping.source, steps, int(memory_limit))
+        name, unit = self.dim_name(k), (self.dim_unit(k) if units == "attribute" else "latent")
+        input_node = self.input_node
+        sequence_name = outputs.NODE_NAMES["traversal"]
+
+        def work(task: Task):
+            task.report(0.0, "decoding the frames")
+            frames = self._decode(z, preview=False)
+            volumes = []
+            for s in range(steps):
+                task.report(0.1 + 0.9 * s / steps, f"resampling frame {s + 1} of {steps}")
+                volumes.append(gridding.to_input_grid(frames[s], enc.mapping, rescale=True, target=plan.geometry,
+                                                      check=task.check))
+            return volumes
+
+        def apply(volumes):
+            if plan.note:
+                self.messages.append(plan.note)
+            sequence = sequences.begin_traversal(self.scene, values, sequence_name, attribute=name, unit=unit)
+            for s, value in enumerate(values):
+                sequences.add_traversal_item(sequence, volumes[s], float(value), sequence_name)
+                volumes[s] = None  # the sequence holds its own copy
+                yield
+            self._traversal_browser = sequences.finish_traversal(self.scene, sequence, sequence_name,
+                                                                 reference=input_node, window=outputs.input_window(input_node))
+            return sequence
+
+        return Task("Traversal", work, apply)

@@ -4,13 +4,14 @@ Pure functions of the dicts :meth:`AttriVAESession.summary` and the counterfactu
 (:attr:`AttriVAESession.last_counterfactual`) return, so the Qt widget only copies values into
 widgets and never reads the session's model or encoding. Texts are plain (no HTML); attribute
 values are shown with 4 significant digits, probabilities with 3 decimals.
+:class:`PanelViewsMixin` gives the session these views as methods (``session.slider_specs()``).
 """
 
 from __future__ import annotations
 
 from typing import Any, Mapping, NamedTuple
 
-__all__ = ["SliderSpec", "attribute_estimate", "counterfactual_lines", "dimension_choices", "slider_specs",
+__all__ = ["PanelViewsMixin", "SliderSpec", "attribute_estimate", "counterfactual_lines", "dimension_choices", "slider_specs",
            "summary_lines", "traversal_range"]
 
 
@@ -93,3 +94,31 @@ def counterfactual_lines(result: Mapping[str, Any] | None) -> list[str]:
         probs = ", ".join(f"{p:.3f}" for p in result["probabilities_counterfactual"])
         lines.append(f"Class probabilities after: {probs}")
     return lines
+
+
+class PanelViewsMixin:
+    """The panel's views of a session (part of :class:`~AttriVAELib.slicer.session.AttriVAESession`)."""
+
+    def slider_specs(self) -> list[SliderSpec]:
+        """One :class:`SliderSpec` per latent dim: range, step, value, label."""
+        return slider_specs(self.summary())
+
+    def summary_lines(self) -> list[str]:
+        """The predicted class and the attribute estimates as text lines (see :func:`summary_lines`)."""
+        return summary_lines(self.summary())
+
+    def dimension_choices(self, attributes_only: bool = False) -> list[tuple[str, int]]:
+        """(text, dim) for a combo box: every latent dim, or only the attributes."""
+        return dimension_choices(self.summary(), attributes_only)
+
+    def traversal_range(self, dim: int, units: str = "latent") -> tuple[float, float]:
+        """Default (from, to) of a traversal of ``dim`` in ``units`` (``"latent"`` or ``"attribute"``)."""
+        return traversal_range(self.summary(), dim, units)
+
+    def attribute_estimate(self, dim: int) -> float | None:
+        """The encoded image's estimate of attribute ``dim`` in its unit (None without one)."""
+        return attribute_estimate(self.summary(), dim)
+
+    def counterfactual_lines(self) -> list[str]:
+        """What the last counterfactual moved and the class probabilities after it."""
+        return counterfactual_lines(self.last_counterfactual)

@@ -19,8 +19,13 @@ The panel uses only the public methods and read-only properties (``has_encoding`
 
 * No Qt here, and ``slicer``/``vtk``/``torch`` are imported inside functions (through
   :mod:`AttriVAELib.slicer.mrml` for MRML), so this module imports before the dependencies are
-  installed. Call it from the main thread only (MRML is not thread-safe); long work (training)
-  runs in a separate process (:class:`~AttriVAELib.slicer.training_process.TrainingProcess`).
+  installed. Call it from the main thread only (MRML is not thread-safe). Long work has a
+  ``*_task`` form (:meth:`encode_task`, :meth:`attention_task`, ...): a
+  :class:`~AttriVAELib.slicer.tasks.Task` whose torch part runs in a worker thread and whose MRML
+  updates run on the main thread in small steps; start it with :meth:`start` and call
+  :meth:`process_tasks` from a timer (:class:`~AttriVAELib.slicer.tasks.TaskHostMixin`). The
+  plain methods run the same task in the calling thread.
+  Training runs in a separate process (:class:`~AttriVAELib.slicer.training_process.TrainingProcess`).
 * Here: the state (model, input, encoding, latent vector), latent edits, persistence. Attention,
   counterfactuals, traversals: :mod:`~AttriVAELib.slicer.explanations`; latent dims on screen:
   :mod:`~AttriVAELib.slicer.latent_space`; the panel's texts: :mod:`~AttriVAELib.slicer.panel`;
@@ -40,14 +45,18 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from AttriVAELib.core.errors import CheckpointError, ConfigError, InputError
-from AttriVAELib.slicer import latent_space, mrml, outputs, panel
+from AttriVAELib.slicer import gridding, latent_space, mrml, outputs
 from AttriVAELib.slicer.demo_model import find_demo_model
 from AttriVAELib.slicer.explanations import ExplanationsMixin
+from AttriVAELib.slicer.mrml.volumes import checked_copy
+from AttriVAELib.slicer.panel import PanelViewsMixin
+from AttriVAELib.slicer.persistence import PersistenceMixin
+from AttriVAELib.slicer.tasks import Task, TaskHostMixin, warm_up
 
 __all__ = ["AttriVAESession"]
 
 
-class AttriVAESession(ExplanationsMixin):
+class AttriVAESession(ExplanationsMixin, PanelViewsMixin, PersistenceMixin, TaskHostMixin):
     """A loaded model, an input volume node, its encoding and the current latent vector.
 
     Args:
@@ -154,6 +163,12 @@ class AttriVAESession(ExplanationsMixin):
             CheckpointError: missing demo model, missing/tampered/incompatible checkpoint.
             ConfigError: the device is not available (e.g. CUDA requested without a GPU).
         """
+        return self.load_model_task(location, device, fallback_to_cpu=fallback_to_cpu,
+                                    expected_input_size=expected_input_size).run_here()
+
+    def load_model_task(self, location: str | os.PathLike = "demo", device: str = "auto", *,
+                        fallback_to_cpu: bool = False, expected_input_size: int | None = None) -> Task:
+        """:meth:`load_model` as a task (loading and the one-time warm-up in the worker)."""
         from AttriVAELib.inference.model import AttriVAEModel
 
         text = str(location).strip()
@@ -162,18 +177,28 @@ class AttriVAESession(ExplanationsMixin):
         path = find_demo_model(self.demo_dir) if text.lower() == "demo" else Path(text).expanduser()
         device = (device or "auto").strip().lower()
         self.fallback_to_cpu = bool(fallback_to_cpu)
-        model = self._guard("loading the model", lambda: AttriVAEModel.load(path, device=device),
-                            retry=lambda: AttriVAEModel.load(path, device="cpu"))
-        if expected_input_size is not None and model.input_size != int(expected_input_size):
-            raise CheckpointError(f"{model.source}: model input size {model.input_size}³ differs from the "
-                                  f"expected {int(expected_input_size)}³")
-        self.model = model
-        self.model_location = "demo" if text.lower() == "demo" else str(path)
-        self.device_request = device
-        self._class_stats = None
-        self.encoding = self.latent = None
-        self.heatmaps = {}
-        return model.describe()
+
+        def work(task: Task):
+            task.report(0.0, "loading the model")
+            model = self._guard("loading the model", lambda: AttriVAEModel.load(path, device=device),
+                                retry=lambda: AttriVAEModel.load(path, device="cpu"))
+            if expected_input_size is not None and model.input_size != int(expected_input_size):
+                raise CheckpointError(f"{model.source}: model input size {model.input_size}³ differs from the "
+                                      f"expected {int(expected_input_size)}³")
+            task.report(0.6, "preparing the model")
+            warm_up(model)
+            return model
+
+        def apply(model):
+            self.model = model
+            self.model_location = "demo" if text.lower() == "demo" else str(path)
+            self.device_request = device
+            self._class_stats = None
+            self.encoding = self.latent = None
+            self.heatmaps = {}
+            return model.describe()
+
+        return Task("Loading the model", work, apply)
 
     def is_loaded(self, location: str | os.PathLike, device: str = "auto") -> bool:
         """Whether the model at ``location`` (``"demo"``, a folder or a file) is loaded for ``device``."""
@@ -241,19 +266,40 @@ class AttriVAESession(ExplanationsMixin):
             InputError: no volume, a 2D or 4D/vector volume, NaN voxels, an empty mask or one
                 that does not overlap the volume.
         """
+        return self.encode_task(input_node, mask_node).run_here()
+
+    def encode_task(self, input_node, mask_node=None) -> Task:
+        """:meth:`encode` as a task: copy, encode, decode and resample in the worker; write the node after."""
         self._require_model()
-        volume = mrml.volume_from_node(input_node)
+        view = mrml.volume_from_node(input_node, copy=False)  # checks the node; the copy is made in the worker
+        label = input_node.GetName() or input_node.GetID()
         mask = None
         if mask_node is not None:
             mask = mrml.segmentation_or_labelmap_mask(self.scene, mask_node, input_node)
-        encoding = self._guard("encoding", lambda: self.model.encode(volume, mask))
-        self._input_node, self._mask_node = input_node, mask_node
-        self.encoding = encoding
-        self.latent = np.array(encoding.mu, dtype=np.float32)
-        self.heatmaps = {}
-        self.last_counterfactual = None
-        self.update_reconstruction()
-        return self.summary()
+
+        def work(task: Task):
+            task.report(0.0, "reading the volume")
+            volume = checked_copy(view, f"'{label}'", check=task.check)
+            task.report(0.3, "encoding")
+            encoding = self._guard("encoding", lambda: self.model.encode(volume, mask))
+            task.report(0.5, "decoding")
+            recon = self._decode(np.asarray(encoding.mu, dtype=np.float32)[None], False)[0]
+            task.report(0.6, "resampling onto the input grid")
+            volume = gridding.to_input_grid(recon, encoding.mapping, rescale=True, check=task.check)
+            return encoding, outputs.prepare(volume, task.check)
+
+        def apply(result):
+            encoding, reconstruction = result
+            self._input_node, self._mask_node = input_node, mask_node
+            self.encoding = encoding
+            self.latent = np.array(encoding.mu, dtype=np.float32)
+            self.heatmaps = {}
+            self.last_counterfactual = None
+            yield
+            self.reconstruction_node = outputs.show_reconstruction(self.scene, reconstruction, self.input_node)
+            return self.summary()
+
+        return Task("Encoding", work, apply)
 
     def close_scene(self) -> None:
         """Forget the input, its encoding and the output nodes (the scene is closing); keep the model."""
@@ -293,31 +339,6 @@ class AttriVAESession(ExplanationsMixin):
             self._class_stats = latent_space.stored_class_statistics(self._require_model()) or False
         return self._class_stats or None
 
-    # ------------------------------------------------------------------ panel views
-    def slider_specs(self) -> list[panel.SliderSpec]:
-        """One :class:`~AttriVAELib.slicer.panel.SliderSpec` per latent dim: range, step, value, label."""
-        return panel.slider_specs(self.summary())
-
-    def summary_lines(self) -> list[str]:
-        """The predicted class and the attribute estimates as text lines (see :func:`panel.summary_lines`)."""
-        return panel.summary_lines(self.summary())
-
-    def dimension_choices(self, attributes_only: bool = False) -> list[tuple[str, int]]:
-        """(text, dim) for a combo box: every latent dim, or only the attributes."""
-        return panel.dimension_choices(self.summary(), attributes_only)
-
-    def traversal_range(self, dim: int, units: str = "latent") -> tuple[float, float]:
-        """Default (from, to) of a traversal of ``dim`` in ``units`` (``"latent"`` or ``"attribute"``)."""
-        return panel.traversal_range(self.summary(), dim, units)
-
-    def attribute_estimate(self, dim: int) -> float | None:
-        """The encoded image's estimate of attribute ``dim`` in its unit (None without one)."""
-        return panel.attribute_estimate(self.summary(), dim)
-
-    def counterfactual_lines(self) -> list[str]:
-        """What the last :meth:`counterfactual` moved and the class probabilities after it."""
-        return panel.counterfactual_lines(self.last_counterfactual)
-
     # ------------------------------------------------------------------ latent edits
     def set_latent(self, dim: int | str, value: float, *, units: str = "latent", preview: bool = True):
         """Set one latent dim (index or attribute name) and update the reconstruction node; return it.
@@ -328,6 +349,10 @@ class AttriVAESession(ExplanationsMixin):
 
     def set_latents(self, values: Mapping[int | str, float], *, units: str = "latent", preview: bool = True):
         """Set several latent dims at once and decode once; return the reconstruction node."""
+        return self.latents_task(values, units=units, preview=preview).run_here()
+
+    def latents_task(self, values: Mapping[int | str, float], *, units: str = "latent", preview: bool = True) -> Task:
+        """:meth:`set_latents` as a task (the latent vector changes when the node is written)."""
         model = self._require_model()
         self._require_encoding()
         z = self.latent.copy()
@@ -336,14 +361,16 @@ class AttriVAESession(ExplanationsMixin):
                 raise ConfigError(f"latent value for {dim!r} must be a finite number")
             k = model.dim_index(dim)
             z[k] = float(model.latent_values(k, [float(value)], units)[0])
-        self.latent = z
-        return self.update_reconstruction(preview=preview)
+        return self.reconstruction_task(z, preview=preview)
 
     def reset(self):
         """Latent vector back to the encoding's μ; return the reconstruction node."""
+        return self.reset_task().run_here()
+
+    def reset_task(self) -> Task:
+        """:meth:`reset` as a task."""
         enc = self._require_encoding()
-        self.latent = np.array(enc.mu, dtype=np.float32)
-        return self.update_reconstruction(preview=False)
+        return self.reconstruction_task(np.array(enc.mu, dtype=np.float32), preview=False)
 
     def _decode(self, z: np.ndarray, preview: bool) -> np.ndarray:
         """Decode latents; ``preview`` uses bf16 only where it is native and faster (the model decides)."""
@@ -351,11 +378,27 @@ class AttriVAESession(ExplanationsMixin):
 
     def update_reconstruction(self, *, preview: bool = False):
         """Decode the current latent vector into the persistent reconstruction node; return it."""
+        self._require_encoding()
+        return self.reconstruction_task(self.latent.copy(), preview=preview).run_here()
+
+    def reconstruction_task(self, latent: np.ndarray, *, preview: bool = False) -> Task:
+        """Decode ``latent`` (L,) in the worker; make it the current latent vector and write the node after."""
         enc = self._require_encoding()
-        recon = self._decode(self.latent[None], preview)[0]
-        volume = self.model.to_input_grid(recon, enc, rescale=True)
-        self.reconstruction_node = outputs.show_reconstruction(self.scene, volume, self.input_node)
-        return self.reconstruction_node
+        z = np.array(latent, dtype=np.float32)
+
+        def work(task: Task):
+            task.report(0.0, "decoding")
+            recon = self._decode(z[None], preview)[0]
+            task.report(0.3, "resampling onto the input grid")
+            volume = gridding.to_input_grid(recon, enc.mapping, rescale=True, check=task.check)
+            return outputs.prepare(volume, task.check)
+
+        def apply(volume):
+            self.latent = z
+            self.reconstruction_node = outputs.show_reconstruction(self.scene, volume, self.input_node)
+            return self.reconstruction_node
+
+        return Task("Decoding", work, apply)
 
     def ensure_reconstruction(self):
         """The reconstruction node of the current latent vector, decoded if it is missing from the scene."""
@@ -363,38 +406,3 @@ class AttriVAESession(ExplanationsMixin):
         if node is None or node.GetScene() is None:
             node = self.update_reconstruction()
         return node
-
-    # ------------------------------------------------------------------ scene persistence
-    def save_state(self, extra: Mapping[str, Any] | None = None):
-        """Store the session (model, device, nodes, latent vector) with the scene; return the node."""
-        state: dict[str, Any] = {
-            "model": self.model_location, "device": self.device_request, "fallback_to_cpu": self.fallback_to_cpu,
-            "input_node": None if self.input_node is None else self.input_node.GetID(),
-            "mask_node": None if self.mask_node is None else self.mask_node.GetID(),
-            "latent": None if self.latent is None else [float(v) for v in self.latent],
-        }
-        state.update(extra or {})
-        return mrml.save_parameters(self.scene, state)
-
-    def restore_state(self) -> dict[str, Any]:
-        """Reload the model, re-encode the input and restore the latent vector saved by :meth:`save_state`.
-
-        Returns:
-            The saved parameters (``{}`` if none).
-        """
-        state = mrml.load_parameters(self.scene)
-        if not state or not state.get("model"):
-            return state
-        self.load_model(state["model"], state.get("device") or "auto",
-                        fallback_to_cpu=bool(state.get("fallback_to_cpu")))
-        node_id = state.get("input_node")
-        node = self.scene.GetNodeByID(node_id) if node_id else None
-        if node is None:
-            return state
-        mask_id = state.get("mask_node")
-        mask = self.scene.GetNodeByID(mask_id) if mask_id else None
-        self.encode(node, mask)
-        latent = state.get("latent")
-        if latent is not None and len(latent) == self.model.latent_size:
-            self.set_latents(dict(enumerate(float(v) for v in latent)), preview=False)
-        return state

@@ -7,6 +7,16 @@ timer on the main thread (never blocking) and shows :attr:`TrainingProcess.progr
 from the ``epoch N/M`` (or ``resuming ... after epoch N of M``) lines. The child finds
 ``AttriVAELib`` through ``PYTHONPATH`` (:func:`training_environment`), so it works from the
 installed extension as well as from the source tree.
+
+Cancel stops the whole process tree: inside Slicer the command starts ``PythonSlicer``, a
+launcher whose child is the real Python (on Windows a process group does not contain it), so
+:meth:`TrainingProcess.cancel` lists every descendant with ``psutil`` (shipped with Slicer)
+before it terminates them, then kills what is left after the grace period. Without psutil it
+falls back to the process group (POSIX) or ``taskkill /T`` (Windows).
+
+:attr:`TrainingProcess.output` keeps the ``--out`` folder of the command, so a training that
+ends after the scene was closed still knows which model it made (the panel's fields may have
+been reset); :func:`trained_model` says whether a finished process produced a loadable model.
 """
 
 from __future__ import annotations
@@ -23,7 +33,7 @@ from typing import Any, Mapping, Sequence
 
 from AttriVAELib.core.errors import ConfigError
 
-__all__ = ["DEVICE_CHOICES", "TrainingProcess", "parse_training_progress", "training_command",
+__all__ = ["DEVICE_CHOICES", "TrainingProcess", "parse_training_progress", "trained_model", "training_command",
            "training_environment"]
 
 #: Device choices offered by the module (``cuda:N`` is accepted too).
@@ -113,6 +123,9 @@ class TrainingProcess:
         self.cancelled = False
         self.progress: tuple[int, int] | None = None
         self.log: list[str] = []
+        self.output: Path | None = None
+        if "--out" in self.command[:-1]:
+            self.output = Path(self.command[self.command.index("--out") + 1])
 
     def _read(self) -> None:
         stream = self._process.stdout
@@ -160,24 +173,70 @@ class TrainingProcess:
         return code
 
     def cancel(self, grace: float = 5.0) -> None:
-        """Ask the process (group) to stop; kill it if it is still running after ``grace`` s."""
+        """Stop the process and every process it started; kill what still runs after ``grace`` s."""
         if self._process.poll() is not None:
             return
         self.cancelled = True
+        tree = self._descendants()  # before the parent goes: orphans are no longer its children
         self._signal(signal.SIGTERM if os.name == "posix" else None)
+        for child in tree:
+            _quietly(child.terminate)
         try:
             self._process.wait(grace)
         except subprocess.TimeoutExpired:
             self._signal(signal.SIGKILL if os.name == "posix" else None, kill=True)
             self._process.wait(grace)
+        if tree:
+            import psutil
+
+            _gone, alive = psutil.wait_procs(tree, timeout=grace)
+            for child in alive:
+                _quietly(child.kill)
+            psutil.wait_procs(alive, timeout=grace)
+
+    def _descendants(self) -> list:
+        """Every process below the child (psutil), [] without psutil or once it has exited."""
+        try:
+            import psutil
+        except ImportError:
+            return []
+        try:
+            return psutil.Process(self._process.pid).children(recursive=True)
+        except psutil.Error:
+            return []
 
     def _signal(self, sig: int | None, kill: bool = False) -> None:
         try:
             if os.name == "posix" and sig is not None:
                 os.killpg(self._process.pid, sig)  # its own group (start_new_session)
+            elif os.name == "nt" and not self._descendants_known():
+                subprocess.run(["taskkill", "/PID", str(self._process.pid), "/T", "/F"], capture_output=True,
+                               timeout=30, check=False)
             elif kill:
                 self._process.kill()
             else:
                 self._process.terminate()
-        except (ProcessLookupError, PermissionError):
+        except (ProcessLookupError, PermissionError, OSError, subprocess.SubprocessError):
             pass
+
+    @staticmethod
+    def _descendants_known() -> bool:
+        try:
+            import psutil  # noqa: F401
+        except ImportError:
+            return False
+        return True
+
+
+def _quietly(action) -> None:
+    try:
+        action()
+    except Exception:  # the process is gone already, or is not ours to signal
+        pass
+
+
+def trained_model(process: TrainingProcess) -> Path | None:
+    """The run folder a finished, successful training process wrote (holding ``model.safetensors``), else None."""
+    if process.running or process.cancelled or process.returncode != 0 or process.output is None:
+        return None
+    return process.output if (process.output / "model.safetensors").is_file() else None

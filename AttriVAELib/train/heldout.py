@@ -10,17 +10,18 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
 
 from AttriVAELib.core.errors import ConfigError
-from AttriVAELib.data.manifest import load_manifest, load_split
+from AttriVAELib.data.manifest import load_manifest, load_split, read_split_file
 from AttriVAELib.nn.checkpoint import load_checkpoint, save_checkpoint, split_prefix
 from AttriVAELib.nn.model import AttriVAE, ModelConfig, class_probabilities
 
-__all__ = ["add_calibration", "encode_split", "heldout_summary", "latent_scores"]
+__all__ = ["add_calibration", "encode_split", "heldout_summary", "latent_scores", "macro_auc"]
 
 
 def latent_scores(mu: np.ndarray, attributes: np.ndarray, labels: np.ndarray, probs: np.ndarray | None, k: int,
@@ -29,7 +30,6 @@ def latent_scores(mu: np.ndarray, attributes: np.ndarray, labels: np.ndarray, pr
     import warnings
 
     from scipy.stats import spearmanr
-    from sklearn.metrics import roc_auc_score
 
     out: dict[str, float] = {}
     rhos = []
@@ -45,10 +45,24 @@ def latent_scores(mu: np.ndarray, attributes: np.ndarray, labels: np.ndarray, pr
     valid = labels >= 0
     if probs is not None and valid.any() and len(np.unique(labels[valid])) > 1:
         y, p = labels[valid], probs[valid]
-        auc = roc_auc_score(y, p[:, 1]) if p.shape[1] == 2 else roc_auc_score(y, p, multi_class="ovr")
-        out[f"{prefix}auc"] = float(auc)
+        out[f"{prefix}auc"] = macro_auc(y, p)
         out[f"{prefix}accuracy"] = float((p.argmax(1) == y).mean())
     return out
+
+
+def macro_auc(labels: np.ndarray, probs: np.ndarray) -> float:
+    """ROC AUC of class probabilities (N, C): binary for C = 2, else the one-vs-rest macro average
+    over the classes present in ``labels`` (a split may lack a rare class); NaN with one class."""
+    from sklearn.metrics import roc_auc_score
+
+    labels = np.asarray(labels)
+    if len(np.unique(labels)) < 2:
+        return float("nan")
+    if probs.shape[1] == 2:
+        return float(roc_auc_score(labels, probs[:, 1]))
+    aucs = [roc_auc_score(labels == c, probs[:, c]) for c in range(probs.shape[1])
+            if 0 < int((labels == c).sum()) < len(labels)]
+    return float(np.mean(aucs)) if aucs else float("nan")
 
 
 def _load_best(run_dir: str | os.PathLike) -> tuple[AttriVAE, dict[str, Any], dict[str, Any]]:
@@ -65,7 +79,8 @@ def encode_split(model: AttriVAE, meta: Mapping[str, Any], split_name: str) -> d
     from AttriVAELib.data.preprocessing import PreprocessSpec
 
     manifest = load_manifest(meta["data"]["manifest"], attributes=meta["attributes"]["names"])
-    split = load_split(manifest, create=False)
+    own = Path(meta["data"].get("split_file") or "")
+    split = read_split_file(own, manifest)[0] if own.name and own.is_file() else load_split(manifest, create=False)
     data = CohortDataset(manifest, split[split_name], PreprocessSpec.from_dict(meta["preprocess"]))
     mus, probs = [], []
     for batch in torch.utils.data.DataLoader(data, batch_size=32):
@@ -82,8 +97,7 @@ def encode_split(model: AttriVAE, meta: Mapping[str, Any], split_name: str) -> d
 def add_calibration(run_dir: str | os.PathLike) -> None:
     """Store in the best model what inference needs without the training data: the latent →
     attribute calibration and the per-class statistics of μ, both fitted on the training split."""
-    from AttriVAELib.nn.calibration import AttributeCalibration
-    from AttriVAELib.nn.calibration import ClassStatistics
+    from AttriVAELib.nn.calibration import AttributeCalibration, ClassStatistics
 
     model, tensors, meta = _load_best(run_dir)
     k = model.config.num_regularized

@@ -34,16 +34,17 @@ from typing import Any, Callable, Mapping
 import torch
 import torch.distributed as dist
 
-from AttriVAELib.core import atomic
-from AttriVAELib.nn.checkpoint import (load_checkpoint, optimizer_from_tensors, optimizer_to_tensors, save_checkpoint,
-                                    split_prefix)
 from AttriVAELib.cohorts.registry import cohort_for
-from AttriVAELib.train.config import dump_yaml, load_yaml, resolve_config
-from AttriVAELib.core.errors import CheckpointError, ConfigError, TrainingError
+from AttriVAELib.core import atomic
+from AttriVAELib.core.errors import CheckpointError, ConfigError, OutputError, TrainingError
+from AttriVAELib.data.manifest import (SPLIT_FILE, AttributeScaler, attribute_unit, load_manifest, load_split,
+                                       read_split_file, split_settings_note)
+from AttriVAELib.nn.checkpoint import (load_checkpoint, optimizer_from_tensors, optimizer_to_tensors, save_checkpoint,
+                                       split_prefix)
 from AttriVAELib.nn.model import class_probabilities
+from AttriVAELib.train.config import dump_yaml, load_yaml, resolve_config
 from AttriVAELib.train.distributed import DistContext, init_distributed, log_main, state_digest
 from AttriVAELib.train.heldout import add_calibration, heldout_summary, latent_scores
-from AttriVAELib.data.manifest import AttributeScaler, attribute_unit, load_manifest, load_split
 
 LOSS_TERMS = ("total", "reconstruction", "kl", "ar", "reencoded_ar", "measured", "classification", "l1")
 
@@ -108,14 +109,23 @@ class Trainer:
 
     # -- set-up -----------------------------------------------------------------------------
     def _prepare_split(self) -> None:
+        """The run's split: its own copy (``RUN/split.json``) when resuming, else the split saved with
+        the data (made now if there is none; in the user cache when the data folder is read-only)."""
         dcfg = self.config["data"]
         fractions = tuple(float(f) for f in dcfg["split_fractions"])
-        if self.ctx.is_main:
-            self.split = load_split(self.manifest, seed=int(dcfg["split_seed"]), fractions=fractions)
-        if self.ctx.enabled:
-            dist.barrier()
-        if not self.ctx.is_main:
-            self.split = load_split(self.manifest, create=False)
+        own = self.run_dir / SPLIT_FILE
+        if self.resuming and own.is_file():
+            self.split = read_split_file(own, self.manifest)[0]
+        else:
+            if self.ctx.is_main:
+                note = split_settings_note(self.manifest, int(dcfg["split_seed"]), fractions)
+                if note:
+                    self.log(note)
+                self.split = load_split(self.manifest, seed=int(dcfg["split_seed"]), fractions=fractions, log=self.log)
+            if self.ctx.enabled:
+                dist.barrier()
+            if not self.ctx.is_main:
+                self.split = load_split(self.manifest, create=False)
         for name in ("train", "val"):
             if not self.split[name]:
                 raise ConfigError(f"the {name} split of {self.manifest.path} is empty; use more subjects or change "
@@ -143,6 +153,19 @@ class Trainer:
             if len(self.manifest.label_names) < 2:
                 raise ConfigError(f"a classifier needs at least two classes; {self.manifest.path.name} has "
                                   f"{self.manifest.label_names}")
+            labels = self.manifest.labels()
+            rare = [(n, int((labels == i).sum())) for i, n in enumerate(self.manifest.label_names)
+                    if (labels == i).sum() < 2]
+            if rare:
+                name, count = rare[0]
+                raise ConfigError(f"{self.manifest.path}: label {name!r} has only {count} subject; a class needs at "
+                                  "least 2 (one to train on, one to validate), so add subjects or remove that class")
+            missing = [n for i, n in enumerate(self.manifest.label_names)
+                       if not (self.manifest.labels(self.manifest.subset(self.split["train"])) == i).any()]
+            if missing:
+                raise ConfigError(f"the train split of {self.manifest.path} has no subject of class "
+                                  f"{', '.join(map(repr, missing))}; delete the saved split to make a stratified one, "
+                                  "or add subjects of that class")
             mcfg["num_classes"] = len(self.manifest.label_names)
         pre = dict(self.config["data"]["preprocess"])
         if "size" in pre and "input_size" not in self.config["model"]:
@@ -268,7 +291,7 @@ class Trainer:
             "attributes": {"names": names, "units": [attribute_unit(n) for n in names],
                            "regularized": names[:k], "scaling": self.scaler.to_dict()},
             "labels": {"names": self.manifest.label_names},
-            "data": {"manifest": str(self.manifest.path.resolve()), "split_file": str(self.manifest.root / "split.json")},
+            "data": {"manifest": str(self.manifest.path.resolve()), "split_file": str((self.run_dir / SPLIT_FILE).resolve())},
             "epoch": epoch,
             "best": self.best,
             "history": self.history,
@@ -530,35 +553,99 @@ def _format_row(row: Mapping[str, Any], epochs: int) -> str:
     return "  ".join(parts)
 
 
+def _read_run_json(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / "run.json"
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        info = None
+    if not isinstance(info, dict) or not isinstance(info.get("data"), str) or not info["data"]:
+        raise ConfigError(f"{path}: not a valid run file (it must name the run's data); the run cannot be resumed")
+    return info
+
+
+class RunLock:
+    """An exclusive lock on a run folder (``RUN/.lock``) for the life of one training process.
+
+    A second ``attrivae train`` into the same folder stops at once with one line instead of both
+    writing it. The lock is the OS's (``flock``/``LockFileEx`` through :mod:`filelock`): a killed
+    process releases it, so a stale lock never blocks a rerun or ``--resume``.
+    """
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = run_dir
+        self.path = run_dir / ".lock"
+        self._lock = None
+
+    def __enter__(self) -> "RunLock":
+        from filelock import FileLock, Timeout
+
+        self._lock = FileLock(str(self.path), timeout=0)
+        try:
+            self._lock.acquire()
+        except Timeout:
+            owner = ""
+            try:
+                owner = f" (pid {int(self.path.with_name('.lock.pid').read_text().strip())})"
+            except (OSError, ValueError):
+                pass
+            raise OutputError(f"{self.run_dir}: another attrivae train{owner} is writing this run folder; wait for it "
+                              "to finish or choose another --out") from None
+        try:
+            self.path.with_name(".lock.pid").write_text(f"{os.getpid()}\n")
+        except OSError:
+            pass
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._lock is not None:
+            self._lock.release()
+
+
 def train(data: str | os.PathLike | None, out: str | os.PathLike, *, config: dict | None = None,
           resume: bool = False, progress: bool = True) -> dict[str, Any]:
-    """Train (or resume) a run; returns a summary. ``config`` is a resolved config (see :mod:`config`)."""
+    """Train (or resume) a run; returns a summary. ``config`` is a resolved config (see :mod:`config`).
+
+    The run folder is locked while the process writes it (:class:`RunLock`): a second process
+    training into it stops with :class:`~AttriVAELib.core.errors.OutputError`.
+    """
     run_dir = Path(out)
     ctx = init_distributed((config or {}).get("train", {}).get("device", "auto"))
+    created = False
+    lock: RunLock | None = None
     try:
         if resume:
             if not (run_dir / "run.json").exists() or not (run_dir / "config.yaml").exists():
                 raise ConfigError(f"{run_dir}: not a run folder to resume (no run.json/config.yaml)")
-            run_info = json.loads((run_dir / "run.json").read_text())
-            if not (run_dir / "last.safetensors").exists():
-                raise ConfigError(f"{run_dir}: nothing to resume yet (no last.safetensors); start it again without --resume")
-            saved = load_yaml(run_dir / "config.yaml")
-            config = resolve_config(saved.pop("preset", "attri_vae"), saved, None)
-            data = run_info["data"]
         else:
             if config is None:
                 config = resolve_config()
             if data is None:
                 raise ConfigError("--data is required (a manifest CSV or a folder holding manifest.csv)")
-            if (run_dir / "last.safetensors").exists():
-                raise ConfigError(f"{run_dir}: holds a run already; pass --resume to continue it or choose another --out")
+            if run_dir.exists() and not run_dir.is_dir():
+                raise ConfigError(f"{run_dir}: is a file, not a run folder")
+        if ctx.is_main:
+            created = not run_dir.exists()
+            run_dir.mkdir(parents=True, exist_ok=True)
+            lock = RunLock(run_dir).__enter__()
+            atomic.remove_stale(run_dir)
+        if resume:
+            run_info = _read_run_json(run_dir)
+            if not (run_dir / "last.safetensors").exists():
+                raise ConfigError(f"{run_dir}: nothing to resume yet (no last.safetensors); start it again without --resume")
+            saved = load_yaml(run_dir / "config.yaml")
+            config = resolve_config(saved.pop("preset", "attri_vae"), saved, None)
+            data = run_info["data"]
+        elif (run_dir / "last.safetensors").exists():
+            raise ConfigError(f"{run_dir}: holds a run already; pass --resume to continue it or choose another --out")
         trainer = Trainer(config, data, run_dir, resume=resume, progress=progress, ctx=ctx)
         if ctx.is_main:
-            run_dir.mkdir(parents=True, exist_ok=True)
             atomic.write_text(run_dir / "config.yaml", dump_yaml(trainer.config))
             atomic.write_json(run_dir / "run.json", {"data": str(Path(data).resolve()),
                                                      "attributes": trainer.manifest.attribute_names,
                                                      "labels": trainer.manifest.label_names})
+            atomic.write_json(run_dir / SPLIT_FILE, {"manifest": str(trainer.manifest.path.resolve()),
+                                                     "subjects": trainer.split})
         if ctx.enabled:
             dist.barrier()
         summary = trainer.fit()
@@ -569,8 +656,25 @@ def train(data: str | os.PathLike | None, out: str | os.PathLike, *, config: dic
             atomic.write_json(run_dir / "heldout.json", held)
             summary["heldout"] = held
         summary["run_dir"] = str(run_dir)
+        if ctx.enabled:
+            # Every rank leaves together: a rank tearing its process group down while rank 0 still
+            # calibrates can abort in gloo's teardown ("terminate called without an active exception").
+            dist.barrier()
         return summary
+    except BaseException:
+        if lock is not None and created and not any(p.name not in (".lock", ".lock.pid") for p in run_dir.iterdir()):
+            lock.__exit__()
+            lock = None
+            for name in (".lock", ".lock.pid"):
+                (run_dir / name).unlink(missing_ok=True)
+            try:
+                run_dir.rmdir()  # nothing was written: leave no empty run folder behind
+            except OSError:
+                pass
+        raise
     finally:
+        if lock is not None:
+            lock.__exit__()
         if ctx.enabled and dist.is_initialized():
             dist.destroy_process_group()
 

@@ -85,11 +85,12 @@ from scipy import ndimage as ndi
 from scipy.spatial.transform import Rotation
 
 from AttriVAELib import __version__
-from AttriVAELib.data.cohort_files import describe_cohort, write_cohort
-from AttriVAELib.core.errors import ConfigError, InputError
-from AttriVAELib.data.io import Geometry
-from AttriVAELib.cohorts.brain.template import CVAL, TEMPLATE_FILES, Lattice, Template, load_template, smoothed_maps, template_paths
+from AttriVAELib.cohorts.brain.template import (CVAL, TEMPLATE_FILES, Lattice, Template, load_template, smoothed_maps,
+                                                template_paths)
 from AttriVAELib.cohorts.phantom.generator import subject_id, to_stored_intensity
+from AttriVAELib.core.errors import ConfigError, InputError
+from AttriVAELib.data.cohort_files import describe_cohort, write_cohort
+from AttriVAELib.data.io import Geometry
 
 __all__ = [
     "ATTRIBUTES",

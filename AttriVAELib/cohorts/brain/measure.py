@@ -38,8 +38,8 @@ import torch
 from scipy import ndimage as ndi
 from torch import Tensor
 
-from AttriVAELib.data.attributes import largest_component
 from AttriVAELib.core.errors import InputError
+from AttriVAELib.data.attributes import largest_component
 from AttriVAELib.data.io import Volume
 
 __all__ = ["BRAIN_MEASURED", "DEFAULT_LEVELS", "BrainMeasure", "VentricleAtlas", "brain_mask", "cortex_region",

@@ -30,9 +30,9 @@ from typing import Any, Sequence
 import numpy as np
 
 from AttriVAELib import __version__
+from AttriVAELib.core.errors import ConfigError
 from AttriVAELib.data.attributes import ATTRIBUTE_UNITS, shape_attributes
 from AttriVAELib.data.cohort_files import describe_cohort, write_cohort
-from AttriVAELib.core.errors import ConfigError
 from AttriVAELib.data.io import Geometry
 
 __all__ = [
@@ -50,6 +50,7 @@ __all__ = [
 
 FORMAT_VERSION = 1
 MIN_SIZE = 24  # below this a 5 mm wall is thinner than a voxel and the lumen is not enclosed
+MAX_SIZE = 256  # rendering takes ~40 bytes per voxel and worker: 256³ is ~0.7 GB each
 
 FOV_MM = (96.0, 96.0, 115.2)  # (x, y, z)
 CENTRE_MM = (12.5, -20.0, 35.0)  # physical centre of the field of view, so the origin is not 0
@@ -399,6 +400,10 @@ def generate_cohort(
     if size < MIN_SIZE:
         raise ConfigError(f"size = {size} is too small for the phantoms (walls of 5 mm in a {FOV_MM[2]:g} mm "
                           f"field of view); use at least {MIN_SIZE}")
+    if size > MAX_SIZE:
+        raise ConfigError(f"size = {size} is larger than the phantoms' maximum of {MAX_SIZE} voxels per axis")
+    if not 0 <= seed < 2**32:
+        raise ConfigError(f"seed = {seed}: must be a whole number from 0 to {2**32 - 1}")
     geometry = geometry_for_size(size)
     return write_cohort(out, n, partial(render_subject, size=size, seed=seed), geometry, MANIFEST_COLUMNS,
                         ATTRIBUTES, to_stored_intensity, lambda summary: _cohort_json(n, size, seed, geometry, summary),

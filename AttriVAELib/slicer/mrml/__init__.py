@@ -37,8 +37,8 @@ from AttriVAELib.slicer.mrml.colors import (BUILTIN_COLORMAPS, ensure_colormap, 
                                             set_signed_heatmap_display, show_overlay)
 from AttriVAELib.slicer.mrml.geometry import (RAS_FROM_LPS, geometry_from_ijk_to_ras, geometry_from_node,
                                               ijk_to_ras_from_geometry)
-from AttriVAELib.slicer.mrml.parameters import PARAMETER_PREFIX, PARAMETER_SINGLETON_TAG, load_parameters, \
-    save_parameters
+from AttriVAELib.slicer.mrml.parameters import (PARAMETER_PREFIX, PARAMETER_SINGLETON_TAG, load_parameters,
+                                                save_parameters)
 from AttriVAELib.slicer.mrml.segmentations import segmentation_or_labelmap_mask
 from AttriVAELib.slicer.mrml.sequences import set_traversal_item, traversal_sequence
 from AttriVAELib.slicer.mrml.volumes import load_volume_node, save_volume_node, update_volume_node, volume_from_node

@@ -7,6 +7,12 @@
 Nodes written by AttriVAE carry the attribute :data:`ROLE_ATTRIBUTE` (e.g. ``"reconstruction"``,
 ``"heatmap:LV volume"``, ``"difference"``); :func:`_find_node` finds a node by class, name and
 role, so repeated updates reuse one node instead of piling up new ones.
+
+Node collections returned by ``vtkMRMLScene.GetNodesByClass``/``GetNodesByClassByName`` are
+created for the caller, which must release them (as ``slicer.util.getNodesByClass`` does):
+:func:`_nodes_by_class` copies them into a list and releases them, so no collection (and no
+removed node it holds) is leaked. New nodes are made with ``AddNewNodeByClass``, so the
+scene's default nodes (``vtkMRMLScene.AddDefaultNode``) apply to them.
 """
 
 from __future__ import annotations
@@ -47,11 +53,41 @@ def _require_scene(scene) -> None:
         raise InputError("no MRML scene given")
 
 
+def _nodes_by_class(scene, class_name: str, name: str | None = None) -> list:
+    """Nodes of ``class_name`` (and subclasses), optionally only those called ``name``.
+
+    The scene hands over a new ``vtkCollection`` that the caller owns; it is released here
+    (``UnRegister``), so neither the collection nor the nodes it references outlive the call.
+    """
+    nodes = scene.GetNodesByClass(class_name) if name is None else scene.GetNodesByClassByName(class_name, name)
+    if nodes is None:
+        return []
+    try:
+        return [nodes.GetItemAsObject(i) for i in range(nodes.GetNumberOfItems())]
+    finally:
+        nodes.UnRegister(None)
+
+
+def _add_new_node(scene, class_name: str, name: str):
+    """A new node of ``class_name`` added to ``scene`` through ``AddNewNodeByClass`` (scene defaults apply).
+
+    A class the scene has not registered (e.g. the sequence browser in a bare ``slicer-core``
+    scene without the Sequences logic) is instantiated directly and added.
+    """
+    node = scene.AddNewNodeByClass(class_name, name) if scene.IsNodeClassRegistered(class_name) else None
+    if node is None:
+        factory = getattr(_slicer(), class_name, None)
+        if factory is None:
+            raise InputError(f"the MRML scene cannot create a {class_name}")
+        node = factory()
+        node.SetName(name)
+        node = scene.AddNode(node)
+    return node
+
+
 def _find_node(scene, class_name: str, name: str, role: str | None):
     """First node of exactly ``class_name`` called ``name`` whose role attribute is ``role``."""
-    nodes = scene.GetNodesByClassByName(class_name, name)
-    for i in range(nodes.GetNumberOfItems()):
-        candidate = nodes.GetItemAsObject(i)
+    for candidate in _nodes_by_class(scene, class_name, name):
         if candidate.GetClassName() == class_name and candidate.GetAttribute(ROLE_ATTRIBUTE) == role:
             return candidate
     return None
@@ -61,10 +97,8 @@ def _find_or_add_node(scene, class_name: str, name: str, role: str):
     """The node :func:`_find_node` finds, or a new one of ``class_name`` with that name and role."""
     node = _find_node(scene, class_name, name, role)
     if node is None:
-        node = getattr(_slicer(), class_name)()
-        node.SetName(name)
+        node = _add_new_node(scene, class_name, name)
         node.SetAttribute(ROLE_ATTRIBUTE, role)
-        scene.AddNode(node)
     return node
 
 

@@ -15,7 +15,7 @@ from typing import Sequence
 import numpy as np
 
 from AttriVAELib.core.errors import InputError
-from AttriVAELib.slicer.mrml._common import ROLE_ATTRIBUTE, _label, _require_scene, _slicer
+from AttriVAELib.slicer.mrml._common import ROLE_ATTRIBUTE, _label, _nodes_by_class, _require_scene, _slicer
 
 __all__ = ["BUILTIN_COLORMAPS", "ensure_colormap", "set_heatmap_display", "set_signed_heatmap_display",
            "show_overlay"]
@@ -79,8 +79,8 @@ def ensure_colormap(scene, name: str = "Inferno"):
     _require_scene(scene)
     found = scene.GetNodeByID(f"vtkMRMLColorTableNodeFile{name}.txt")
     if found is None:
-        nodes = scene.GetNodesByClassByName("vtkMRMLColorNode", name)
-        found = nodes.GetItemAsObject(0) if nodes.GetNumberOfItems() else None
+        nodes = _nodes_by_class(scene, "vtkMRMLColorNode", name)
+        found = nodes[0] if nodes else None
     if found is not None:
         return found
     rgb = _colormap_rgb(name)
@@ -125,6 +125,7 @@ def set_heatmap_display(
     opacity: float | None = None,
     *,
     interpolate: bool = True,
+    data_max: float | None = None,
 ):
     """Show ``node`` as a heatmap; return its scalar display node.
 
@@ -132,6 +133,8 @@ def set_heatmap_display(
     off); voxels below ``threshold`` transparent (ApplyThreshold with the upper threshold at
     the data maximum), or no threshold if None; ``opacity`` stored on the display node (the
     slice-view foreground opacity is set by :func:`show_overlay`); linear interpolation.
+    ``data_max``: the largest voxel value if the caller knows it (else VTK computes the scalar
+    range, a pass over every voxel).
     """
     low, high = float(window[0]), float(window[1])
     if not high > low:
@@ -148,7 +151,7 @@ def set_heatmap_display(
             display.ApplyThresholdOff()
         else:
             display.SetLowerThreshold(float(threshold))
-            display.SetUpperThreshold(max(high, _data_max(node)))
+            display.SetUpperThreshold(max(high, _data_max(node) if data_max is None else float(data_max)))
             display.ApplyThresholdOn()
         if opacity is not None:
             display.SetOpacity(float(opacity))
@@ -184,14 +187,12 @@ def show_overlay(scene, background=None, foreground=None, opacity: float | None 
     node leaves that layer unchanged.
     """
     _require_scene(scene)
-    nodes = scene.GetNodesByClass("vtkMRMLSliceCompositeNode")
-    count = nodes.GetNumberOfItems()
-    for i in range(count):
-        composite = nodes.GetItemAsObject(i)
+    nodes = _nodes_by_class(scene, "vtkMRMLSliceCompositeNode")
+    for composite in nodes:
         if background is not None:
             composite.SetBackgroundVolumeID(background.GetID())
         if foreground is not None:
             composite.SetForegroundVolumeID(foreground.GetID())
         if opacity is not None:
             composite.SetForegroundOpacity(float(opacity))
-    return count
+    return len(nodes)

@@ -13,11 +13,12 @@ from typing import Sequence
 
 from AttriVAELib.core.errors import InputError
 from AttriVAELib.data.io import Volume
-from AttriVAELib.slicer.mrml._common import ROLE_ATTRIBUTE, SOURCE_REFERENCE_ROLE, _find_or_add_node, _require_scene, \
-    _slicer
+from AttriVAELib.slicer.mrml._common import (ROLE_ATTRIBUTE, SOURCE_REFERENCE_ROLE, _add_new_node, _find_or_add_node,
+                                             _require_scene, _slicer)
 from AttriVAELib.slicer.mrml.volumes import _fill_volume_node
 
-__all__ = ["traversal_sequence", "set_traversal_item"]
+__all__ = ["add_traversal_item", "begin_traversal", "finish_traversal", "set_traversal_item",
+           "traversal_sequence"]
 
 
 def _sequences_logic(scene):
@@ -76,24 +77,37 @@ def traversal_sequence(
     Sequences classes exist) plays it; its proxy volume shows the selected item and is placed
     under ``reference``'s parent transform. Calling again with the same ``name`` refills the
     same sequence and browser. The browser is None where the browser class is unavailable.
+    The same in steps (one item per call, e.g. from a background task): :func:`begin_traversal`,
+    :func:`add_traversal_item`, :func:`finish_traversal`.
     """
-    slicer = _slicer()
-    _require_scene(scene)
-    sequence_class = getattr(slicer, "vtkMRMLSequenceNode", None)
-    if sequence_class is None:
-        raise InputError("this Slicer has no Sequences support (vtkMRMLSequenceNode is missing)")
     volumes = list(volumes)
     values = [float(v) for v in values]
     if not volumes:
         raise InputError("traversal has no volumes")
     if len(volumes) != len(values):
         raise InputError(f"traversal has {len(volumes)} volumes but {len(values)} values")
+    sequence = begin_traversal(scene, values, name, attribute=attribute, unit=unit, role=role)
+    for volume, value in zip(volumes, values):
+        add_traversal_item(sequence, volume, value, name)
+    return sequence, finish_traversal(scene, sequence, name, reference=reference, role=role)
+
+
+def begin_traversal(scene, values: Sequence[float], name: str, *, attribute: str | None = None, unit: str = "",
+                    role: str = "traversal"):
+    """Check the index values and empty (or create) the sequence ``name``; return it."""
+    slicer = _slicer()
+    _require_scene(scene)
+    sequence_class = getattr(slicer, "vtkMRMLSequenceNode", None)
+    if sequence_class is None:
+        raise InputError("this Slicer has no Sequences support (vtkMRMLSequenceNode is missing)")
+    values = [float(v) for v in values]
+    if not values:
+        raise InputError("traversal has no volumes")
     if not all(math.isfinite(v) for v in values):
         raise InputError("traversal values must be finite numbers")
     texts = [_index_text(v) for v in values]
     if len(set(texts)) != len(texts):
         raise InputError("traversal values must be distinct")
-
     sequence = _find_or_add_node(scene, "vtkMRMLSequenceNode", name, role)
     was_modifying = sequence.StartModify()
     try:
@@ -101,17 +115,32 @@ def traversal_sequence(
         sequence.SetIndexName(attribute or name)
         sequence.SetIndexUnit(unit)
         sequence.SetIndexType(sequence_class.NumericIndex)
-        for volume, text in zip(volumes, texts):
-            item = slicer.vtkMRMLScalarVolumeNode()
-            item.SetName(f"{name} [{text}]")
-            _fill_volume_node(item, volume)
-            sequence.SetDataNodeAtValue(item, text)  # the sequence keeps its own copy
     finally:
         sequence.EndModify(was_modifying)
+    return sequence
 
+
+def add_traversal_item(sequence, volume: Volume, value: float, name: str) -> None:
+    """Add one traversal frame at index ``value`` (the sequence keeps its own copy)."""
+    slicer = _slicer()
+    text = _index_text(value)
+    item = slicer.vtkMRMLScalarVolumeNode()
+    item.SetName(f"{name} [{text}]")
+    _fill_volume_node(item, volume, deep=False)  # wraps the array; the sequence makes the one copy
+    sequence.SetDataNodeAtValue(item, text)
+
+
+def finish_traversal(scene, sequence, name: str, *, reference=None, role: str = "traversal",
+                     window: tuple[float, float] | None = None):
+    """The browser that plays ``sequence`` (created or reused; None without the browser class).
+
+    A new proxy volume gets a display node with ``window`` = (window, level) when given (no
+    automatic window/level pass over its voxels), else Slicer's default display node.
+    """
+    slicer = _slicer()
     browser_class = getattr(slicer, "vtkMRMLSequenceBrowserNode", None)
     if browser_class is None:
-        return sequence, None
+        return None
     browser_name = f"{name} browser"
     browser = _find_or_add_node(scene, "vtkMRMLSequenceBrowserNode", browser_name, role)
     setter = getattr(browser, "SetAndObservePrimarySequenceNodeID", None) or browser.SetAndObserveMasterSequenceNodeID
@@ -123,5 +152,18 @@ def traversal_sequence(
             proxy.SetAndObserveTransformNodeID(reference.GetTransformNodeID())
             proxy.SetNodeReferenceID(SOURCE_REFERENCE_ROLE, reference.GetID())
         if proxy.GetDisplayNode() is None:
-            proxy.CreateDefaultDisplayNodes()
-    return sequence, browser
+            _proxy_display(scene, proxy, window)
+    return browser
+
+
+def _proxy_display(scene, proxy, window: tuple[float, float] | None) -> None:
+    if window is None:
+        proxy.CreateDefaultDisplayNodes()
+        return
+    display = _add_new_node(scene, "vtkMRMLScalarVolumeDisplayNode", f"{proxy.GetName()} display")
+    display.AutoWindowLevelOff()
+    display.SetWindowLevel(float(window[0]), float(window[1]))
+    grey = scene.GetNodeByID("vtkMRMLColorTableNodeGrey")
+    if grey is not None:
+        display.SetAndObserveColorNodeID(grey.GetID())
+    proxy.SetAndObserveDisplayNodeID(display.GetID())
