@@ -29,12 +29,16 @@ class Command:
     run: Callable[[argparse.Namespace], int]
 
 
-def positive_int(text: str) -> int:
-    """argparse type: a whole number > 0."""
+def _whole_number(text: str) -> int:
     try:
-        value = int(text)
+        return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
+
+
+def positive_int(text: str) -> int:
+    """argparse type: a whole number > 0."""
+    value = _whole_number(text)
     if value <= 0:
         raise argparse.ArgumentTypeError(f"{value} must be positive")
     return value
@@ -42,10 +46,7 @@ def positive_int(text: str) -> int:
 
 def non_negative_int(text: str) -> int:
     """argparse type: a whole number ≥ 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
+    value = _whole_number(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"{value} must be ≥ 0")
     return value
@@ -57,10 +58,7 @@ MAX_SEED = 2**32 - 1
 
 def seed_int(text: str) -> int:
     """argparse type: a seed, a whole number from 0 to 2³² − 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
+    value = _whole_number(text)
     if not 0 <= value <= MAX_SEED:
         raise argparse.ArgumentTypeError(f"{value} is outside 0..{MAX_SEED}")
     return value
@@ -69,10 +67,7 @@ def seed_int(text: str) -> int:
 def bounded_int(low: int, high: int) -> Callable[[str], int]:
     """argparse type: a whole number in [low, high]."""
     def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
+        value = _whole_number(text)
         if not low <= value <= high:
             raise argparse.ArgumentTypeError(f"{value} is outside {low}..{high}")
         return value
