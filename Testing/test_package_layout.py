@@ -25,25 +25,26 @@ def _run(code: str) -> subprocess.CompletedProcess:
                           cwd=ROOT, timeout=300)
 
 
-def test_import_contracts_hold():
-    """import-linter's layer and forbidden contracts (pyproject.toml) pass on the tree."""
+def _lint_imports() -> subprocess.CompletedProcess:
     lint = Path(sys.executable).with_name("lint-imports")
     command = [str(lint)] if lint.exists() else [sys.executable, "-m", "importlinter.cli"]
-    result = subprocess.run([*command, "--no-cache"], capture_output=True, encoding="utf-8", errors="replace",
-                            cwd=ROOT, timeout=300)
+    return subprocess.run([*command, "--no-cache"], capture_output=True, encoding="utf-8", errors="replace",
+                          cwd=ROOT, timeout=300)
+
+
+def test_import_contracts_hold():
+    """import-linter's layer and forbidden contracts (pyproject.toml) pass on the tree."""
+    result = _lint_imports()
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     assert "0 broken" in result.stdout
 
 
-def test_contracts_catch_an_upward_import(tmp_path: Path):
+def test_contracts_catch_an_upward_import():
     """The layer contract is not vacuous: a data module importing the CLI breaks it."""
     probe = LIB / "data" / "_upward_probe.py"
     probe.write_text("def f():\n    from AttriVAELib.cli import main\n    return main\n")
     try:
-        lint = Path(sys.executable).with_name("lint-imports")
-        command = [str(lint)] if lint.exists() else [sys.executable, "-m", "importlinter.cli"]
-        result = subprocess.run([*command, "--no-cache"], capture_output=True, encoding="utf-8", errors="replace",
-                                cwd=ROOT, timeout=300)
+        result = _lint_imports()
     finally:
         probe.unlink()
     assert result.returncode != 0
@@ -89,6 +90,8 @@ def test_every_public_name_resolves():
 
 def test_explanations_share_one_verb(tiny_run: Path, tiny_cohort: Path):
     """Grad-CAM, counterfactual and integrated gradients are classes with ``attribute``."""
+    import torch
+
     from AttriVAELib import (AttributeGradCAM, AttriVAEModel, ClassifierGradCAM, LatentCounterfactual,
                              LatentPathIntegratedGradients)
 
@@ -97,18 +100,12 @@ def test_explanations_share_one_verb(tiny_run: Path, tiny_cohort: Path):
     enc = model.encode(image)
     maps = AttributeGradCAM(model, "conv2").attribute(enc)
     assert maps.shape == (1, model.num_regularized, *enc.image.shape)
-    assert torch_equal(maps, AttributeGradCAM(model, "conv2").attribute(enc.image[None]))
+    assert torch.equal(maps, AttributeGradCAM(model, "conv2").attribute(enc.image[None]))
     assert ClassifierGradCAM(model, "conv2").attribute([enc, enc]).shape[0] == 2
     cf = LatentCounterfactual(model, method="flip").attribute(enc, target=1 - int(enc.predicted_class))
     assert cf.target_class == 1 - int(enc.predicted_class) and cf.difference.shape == enc.image.shape
     ig = LatentPathIntegratedGradients(model, steps=4).attribute(cf.z_cf, cf.z)
     assert ig.attributions.shape == enc.image.shape and ig.steps == 4
-
-
-def torch_equal(a, b) -> bool:
-    import torch
-
-    return bool(torch.equal(a, b))
 
 
 def test_cli_registers_every_command_once():

@@ -4,21 +4,37 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any, Callable
 
 from AttriVAELib.cli.command import Command, bounded_int, check_replaceable, positive_int, seed_int
 
 __all__ = ["COMMANDS"]
 
 
-def add_synth_arguments(p: argparse.ArgumentParser) -> None:
-    """Options of ``attrivae synth``."""
+def _add_cohort_arguments(p: argparse.ArgumentParser, size_type: Callable[[str], int], size_help: str) -> None:
+    """Options every cohort generator takes; only the size's range differs."""
     p.add_argument("--out", required=True, type=Path, help="output folder (created atomically)")
     p.add_argument("--n", type=positive_int, default=200, help="number of subjects (default 200)")
-    p.add_argument("--size", type=bounded_int(24, 256), default=64, help="voxels per axis, 24..256 (default 64)")
+    p.add_argument("--size", type=size_type, default=64, help=size_help)
     p.add_argument("--seed", type=seed_int, default=0, help="random seed, 0 .. 2^32-1 (default 0)")
     p.add_argument("--workers", type=bounded_int(1, 1024), default=None, help="processes (default: all cores)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _generate(args: argparse.Namespace, command: str, generate: Callable[..., Any],
+              summarize: Callable[[Path], str]) -> int:
+    """Write a cohort with ``generate`` (never over a folder it did not write) and print its summary."""
+    check_replaceable(args.out, "cohort.json", command, args.overwrite)
+    generate(args.out, n=args.n, size=args.size, seed=args.seed, workers=args.workers, progress=not args.quiet,
+             overwrite=args.overwrite)
+    print(summarize(args.out))
+    return 0
+
+
+def add_synth_arguments(p: argparse.ArgumentParser) -> None:
+    """Options of ``attrivae synth``."""
+    _add_cohort_arguments(p, bounded_int(24, 256), "voxels per axis, 24..256 (default 64)")
 
 
 def add_info_arguments(p: argparse.ArgumentParser) -> None:
@@ -31,11 +47,7 @@ def run_synth(args: argparse.Namespace) -> int:
     """``attrivae synth``: generate the phantom cohort and print its summary."""
     from AttriVAELib.cohorts.phantom.generator import generate_cohort, summarize_cohort
 
-    check_replaceable(args.out, "cohort.json", "synth", args.overwrite)
-    generate_cohort(args.out, n=args.n, size=args.size, seed=args.seed, workers=args.workers,
-                    progress=not args.quiet, overwrite=args.overwrite)
-    print(summarize_cohort(args.out))
-    return 0
+    return _generate(args, "synth", generate_cohort, summarize_cohort)
 
 
 def run_info(args: argparse.Namespace) -> int:
@@ -82,26 +94,15 @@ def add_synth_brain_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``attrivae synth-brain``."""
     from AttriVAELib.cohorts.brain.generator import FOV_MM, MAX_SIZE, MIN_SIZE
 
-    parser.add_argument("--out", required=True, type=Path, help="output folder (created atomically)")
-    parser.add_argument("--n", type=positive_int, default=200, help="number of subjects (default 200)")
-    parser.add_argument("--size", type=_brain_size, default=64,
-                        help=f"voxels per axis, {MIN_SIZE}..{MAX_SIZE} (default 64; field of view "
-                             f"{' × '.join(f'{v:g}' for v in FOV_MM)} mm)")
-    parser.add_argument("--seed", type=seed_int, default=0, help="random seed, 0 .. 2^32-1 (default 0)")
-    parser.add_argument("--workers", type=bounded_int(1, 1024), default=None, help="processes (default: all cores)")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_cohort_arguments(parser, _brain_size, f"voxels per axis, {MIN_SIZE}..{MAX_SIZE} (default 64; field of "
+                          f"view {' × '.join(f'{v:g}' for v in FOV_MM)} mm)")
 
 
 def run_synth_brain(args: argparse.Namespace) -> int:
     """``attrivae synth-brain``: generate the cohort and print its summary."""
     from AttriVAELib.cohorts.brain.generator import generate_brain_cohort, summarize_brain_cohort
 
-    check_replaceable(args.out, "cohort.json", "synth-brain", args.overwrite)
-    generate_brain_cohort(args.out, n=args.n, size=args.size, seed=args.seed, workers=args.workers,
-                          progress=not args.quiet, overwrite=args.overwrite)
-    print(summarize_brain_cohort(args.out))
-    return 0
+    return _generate(args, "synth-brain", generate_brain_cohort, summarize_brain_cohort)
 
 
 COMMANDS = (

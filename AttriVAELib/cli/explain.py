@@ -42,6 +42,14 @@ def _step_limit(default: int) -> int:
         raise ConfigError(f"ATTRIVAE_MAX_STEPS={text!r} is not a whole number") from None
 
 
+def _check_steps(option: str, value: int, default_limit: int) -> None:
+    """``value`` of ``option`` lies in 1 .. the limit (``$ATTRIVAE_MAX_STEPS`` raises it)."""
+    limit = _step_limit(default_limit)
+    if not 1 <= value <= limit:
+        raise ConfigError(f"{option} must be between 1 and {limit} (got {value}); ATTRIVAE_MAX_STEPS raises the "
+                          "limit")
+
+
 
 # --------------------------------------------------------------------------- shared
 def _add_model_arguments(p: argparse.ArgumentParser) -> None:
@@ -162,10 +170,7 @@ def run_traverse(args: argparse.Namespace) -> int:
     from AttriVAELib.data.io import write_image
     from AttriVAELib.explain.montage import cube_centre_index, orthogonal_slices, save_strip
 
-    limit = _step_limit(MAX_TRAVERSE_STEPS)
-    if not 1 <= args.steps <= limit:
-        raise ConfigError(f"--steps must be between 1 and {limit} (got {args.steps}); ATTRIVAE_MAX_STEPS raises "
-                          "the limit")
+    _check_steps("--steps", args.steps, MAX_TRAVERSE_STEPS)
     lo, hi = args.range
     if not (np.isfinite(lo) and np.isfinite(hi)):
         raise ConfigError("--range values must be finite numbers")
@@ -240,10 +245,7 @@ def run_explain(args: argparse.Namespace) -> int:
     from AttriVAELib.explain.gradcam import resolve_layer
     from AttriVAELib.explain.montage import save_montage
 
-    limit = _step_limit(MAX_IG_STEPS)
-    if not 1 <= args.ig_steps <= limit:
-        raise ConfigError(f"--ig-steps must be between 1 and {limit} (got {args.ig_steps}); ATTRIVAE_MAX_STEPS "
-                          "raises the limit")
+    _check_steps("--ig-steps", args.ig_steps, MAX_IG_STEPS)
     _check_out_folder(args, "explain.json", "explain")
     model = _load(args)
     enc = model.encode(args.image, args.mask)

@@ -104,8 +104,8 @@ class Cohort:
         """How to segment and measure this cohort's images (default: foreground, no measure)."""
         return CohortKind(self.name, segment_foreground, None, attribute_regions(info))
 
-    def measured_loss(self, weight: float, manifest: Manifest, train_set: Any, regularized: list[str],
-                      log: Callable[[str], None]) -> Any:
+    def measured_loss(self, weight: float, manifest: Manifest, info: Mapping[str, Any], train_set: Any,
+                      regularized: list[str], log: Callable[[str], None]) -> Any:
         """A loss term measuring an attribute on decoded images (``loss.measured_gamma``).
 
         Returns a callable ``loss(decode, outputs, x, attributes) -> Tensor``. Cohorts without

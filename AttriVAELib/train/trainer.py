@@ -34,9 +34,10 @@ from typing import Any, Callable, Mapping
 import torch
 import torch.distributed as dist
 
-from AttriVAELib.cohorts.registry import cohort_for
+from AttriVAELib.cohorts.registry import get_cohort
 from AttriVAELib.core import atomic
 from AttriVAELib.core.errors import CheckpointError, ConfigError, OutputError, TrainingError
+from AttriVAELib.data.cohort_files import read_cohort_info
 from AttriVAELib.data.manifest import (SPLIT_FILE, AttributeScaler, attribute_unit, load_manifest, load_split,
                                        read_split_file, split_settings_note)
 from AttriVAELib.nn.checkpoint import (load_checkpoint, optimizer_from_tensors, optimizer_to_tensors, save_checkpoint,
@@ -260,7 +261,9 @@ class Trainer:
         if weight <= 0:
             return None
         regularized = self.manifest.attribute_names[:self.model_config.num_regularized]
-        return cohort_for(self.manifest).measured_loss(weight, self.manifest, self.train_set, regularized, self.log)
+        info = read_cohort_info(self.manifest.root)
+        cohort = get_cohort(info.get("generator"))
+        return cohort.measured_loss(weight, self.manifest, info, self.train_set, regularized, self.log)
 
     def _loader(self, dataset, epoch: int, shuffle: bool) -> torch.utils.data.DataLoader:
         from torch.utils.data import DataLoader

@@ -14,7 +14,7 @@ from typing import Any, Callable, Mapping
 
 from AttriVAELib.cohorts.registry import Cohort, CohortKind, attribute_regions, segment_foreground
 from AttriVAELib.core.errors import ConfigError
-from AttriVAELib.data.cohort_files import label_map_path, read_cohort_info, read_label_map
+from AttriVAELib.data.cohort_files import label_map_path, read_label_map
 from AttriVAELib.data.manifest import Manifest, training_subjects
 
 __all__ = ["ATLAS_SUBJECTS", "CALIBRATION_SUBJECTS", "COHORT", "BrainCohort"]
@@ -44,8 +44,8 @@ class BrainCohort(Cohort):
                 atlas = VentricleAtlas.from_label_maps((m > 0, m == label) for m in maps)
         return CohortKind(self.name, segment_foreground, BrainMeasure(levels, atlas), attribute_regions(info))
 
-    def measured_loss(self, weight: float, manifest: Manifest, train_set: Any, regularized: list[str],
-                      log: Callable[[str], None]) -> Any:
+    def measured_loss(self, weight: float, manifest: Manifest, info: Mapping[str, Any], train_set: Any,
+                      regularized: list[str], log: Callable[[str], None]) -> Any:
         """The measured-thickness loss, calibrated on up to :data:`CALIBRATION_SUBJECTS` training images."""
         from AttriVAELib.cohorts.brain.loss import THICKNESS_ATTRIBUTE, MeasuredThicknessLoss
         from AttriVAELib.cohorts.brain.measure import cohort_levels
@@ -54,7 +54,7 @@ class BrainCohort(Cohort):
             raise ConfigError(f"loss.measured_gamma needs a synth-brain cohort with {THICKNESS_ATTRIBUTE} among the "
                               f"regularized attributes; {manifest.path} regularizes "
                               f"{', '.join(regularized) or 'no attribute'}")
-        levels = cohort_levels(read_cohort_info(manifest.root))
+        levels = cohort_levels(info)
         spacing = tuple(float(h) for h in reversed(train_set.mapping(0).model.spacing))
         dim = regularized.index(THICKNESS_ATTRIBUTE)
         count = min(len(train_set), CALIBRATION_SUBJECTS)
