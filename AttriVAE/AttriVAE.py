@@ -69,6 +69,8 @@ attribute value it stands for; the decoded volume ("AttriVAE reconstruction") fo
 <li><b>Traversal</b>: sweep one dimension into a sequence you can play.</li>
 <li><b>Counterfactual</b>: what the image would look like in the other class, or with another
 attribute value; the signed difference is overlaid.</li>
+<li><b>Build a cohort</b>: measure the labels of your images' segmentations, merge a clinical table and
+write a cohort folder (manifest, summary) that the Train section then uses; runs in the background.</li>
 <li><b>Train a model</b>: train on a manifest in a background process (Cancel stops it).</li>
 </ul>
 Outputs are placed on the input's exact grid and reused on every update.
@@ -197,6 +199,7 @@ class AttriVAEWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._trainingTimer = None
         self._taskTimer = None
         self._sync = None
+        self._cohortTextSettings = {}
 
     # ------------------------------------------------------------------ setup
     def setup(self) -> None:
@@ -209,6 +212,7 @@ class AttriVAEWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         uiWidget.setMRMLScene(slicer.mrmlScene)
         self.logic = AttriVAELogic()
         self._sync = PanelSync()
+        self._buildCohortSection()
 
         self._decodeTimer = qt.QTimer()
         self._decodeTimer.setSingleShot(True)
@@ -357,13 +361,17 @@ class AttriVAEWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                        self.ui.counterfactualButton):
             button.enabled = hasEncoding and not busy
         self.ui.restoreButton.enabled = self.logic is not None and self.logic.hasSavedState() and not busy
+        self.buildCohortButton.enabled = not busy
         attributeMode = params is not None and params.counterfactualMode == COUNTERFACTUAL_MODES[1]
         self.ui.counterfactualAttributeComboBox.enabled = attributeMode
         self.ui.counterfactualValueSpinBox.enabled = attributeMode
 
     # ------------------------------------------------------------------ background tasks
-    def _runTask(self, task, onDone=None) -> None:
-        """Run a session task in the background: progress in the status bar and the progress bar, Cancel stops it."""
+    def _runTask(self, task, onDone=None, onEnd=None) -> None:
+        """Run a session task in the background: progress in the status bar and the progress bar, Cancel stops it.
+
+        ``onDone(value)`` runs when the task is done, ``onEnd(task)`` at any end (done, failed, cancelled).
+        """
         def onProgress(task):
             percent = int(round(100 * task.fraction))
             self.ui.taskProgressBar.setValue(percent)
@@ -371,6 +379,8 @@ class AttriVAEWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
         def onFinished(task):
             self.ui.taskProgressBar.setValue(100)
+            if onEnd is not None:
+                onEnd(task)
             if task.state == "done":
                 slicer.util.showStatusMessage(_("{name}: done").format(name=task.name), 2000)
                 if onDone is not None:
@@ -724,6 +734,107 @@ class AttriVAEWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 mode = "other_class"
             self._runTask(session.counterfactual_task(mode, opacity=opacity), computed)
 
+    # ------------------------------------------------------------------ cohort
+    def _buildCohortSection(self) -> None:
+        """The "Build a cohort" section, made here (not in the .ui) and placed just before "Train a model"."""
+        section = self.cohortCollapsibleButton = ctk.ctkCollapsibleButton()
+        section.text = _("Build a cohort")
+        section.collapsed = True
+        form = qt.QFormLayout(section)
+        flags = ctk.ctkPathLineEdit
+        folders = flags.Dirs | flags.Drives | flags.Readable
+        self._cohortTextSettings = {}  # QSettings key -> line edit: the texts are remembered between sessions
+
+        def pathEdit(label, filters, key, tip):
+            edit = ctk.ctkPathLineEdit()
+            edit.filters = filters
+            edit.settingKey = key  # recent paths, kept by Slicer's settings
+            edit.toolTip = tip
+            form.addRow(label, edit)
+            return edit
+
+        def lineEdit(label, key, placeholder, tip):
+            edit = qt.QLineEdit()
+            edit.text = str(qt.QSettings().value(key, "") or "")
+            edit.placeholderText = placeholder
+            edit.toolTip = tip
+            form.addRow(label, edit)
+            self._cohortTextSettings[key] = edit
+            return edit
+
+        self.cohortImagesPathLineEdit = pathEdit(_("Images:"), folders, "AttriVAE/CohortImages", _(
+            "Folder of the images (searched recursively: NIfTI, NRRD, MHA, DICOM series folders), "
+            "or a pattern such as data/*/*_frame01.nii.gz"))
+        self.cohortLabelsPathLineEdit = pathEdit(_("Segmentations:"), folders, "AttriVAE/CohortLabels", _(
+            "Folder of the label maps (may be the images' folder when their names end in _gt, _seg, _label ...), "
+            "or a pattern"))
+        self.cohortLabelSpecsLineEdit = lineEdit(_("Labels:"), "AttriVAE/CohortLabelSpecs",
+                                                 "myocardium=2, lv_cavity=3",
+                                                 _("The labels to measure, NAME=VALUE separated by commas "
+                                                   "(lv=2+3 for a union of values)"))
+        self.cohortClinicalPathLineEdit = pathEdit(
+            _("Clinical table:"), flags.Files | flags.Drives | flags.Readable, "AttriVAE/CohortClinical",
+            _("Optional: a .csv, .tsv or .xlsx table with one row per subject or patient"))
+        self.cohortClinicalPathLineEdit.nameFilters = [_("Clinical table (*.csv *.tsv *.txt *.xlsx *.xlsm)"),
+                                                       _("All files (*)")]
+        self.cohortIdColumnLineEdit = lineEdit(_("Id column:"), "AttriVAE/CohortIdColumn",
+                                               _("default: a column named id, subject, patient or case"),
+                                               _("The clinical table's subject id column"))
+        self.cohortClassColumnLineEdit = lineEdit(_("Class column:"), "AttriVAE/CohortClassColumn",
+                                                  _("optional, e.g. Group"),
+                                                  _("The clinical column holding each subject's class"))
+        self.cohortOutputPathLineEdit = pathEdit(
+            _("Output folder:"), flags.Dirs | flags.Drives | flags.Writable, "AttriVAE/CohortOutput",
+            _("The cohort folder: a new one, or an earlier cohort's to resume it"))
+        self.buildCohortButton = qt.QPushButton(_("Build cohort"))
+        self.buildCohortButton.toolTip = _("Measure the labels and write the cohort in the background "
+                                           "(Cancel stops it; building again resumes)")
+        self.buildCohortButton.connect("clicked(bool)", self.onBuildCohortButton)
+        form.addRow(self.buildCohortButton)
+        self.cohortSummaryTextEdit = qt.QPlainTextEdit()
+        self.cohortSummaryTextEdit.readOnly = True
+        self.cohortSummaryTextEdit.lineWrapMode = qt.QPlainTextEdit.NoWrap
+        font = qt.QFont("Monospace")
+        font.setStyleHint(qt.QFont.TypeWriter)
+        self.cohortSummaryTextEdit.font = font
+        self.cohortSummaryTextEdit.toolTip = _("The cohort's summary: subjects, attribute distributions, "
+                                               "correlated attributes, excluded subjects and unpaired files")
+        form.addRow(self.cohortSummaryTextEdit)
+        layout = self.ui.trainCollapsibleButton.parentWidget().layout()
+        layout.insertWidget(layout.indexOf(self.ui.trainCollapsibleButton), section)
+
+    def onBuildCohortButton(self) -> None:
+        if not self._requirementsReady():
+            return
+        with showErrors(_("Failed to build the cohort.")):
+            clinical = self.cohortClinicalPathLineEdit.currentPath
+            if not self.logic.setupCohortRequirements(clinical, askConfirmation=True):
+                return
+            paths = (self.cohortImagesPathLineEdit, self.cohortLabelsPathLineEdit, self.cohortOutputPathLineEdit)
+            task = self.logic.cohortTask(*(edit.currentPath for edit in paths), self.cohortLabelSpecsLineEdit.text,
+                                         clinical, self.cohortIdColumnLineEdit.text,
+                                         self.cohortClassColumnLineEdit.text)
+            for edit in (*paths, self.cohortClinicalPathLineEdit):
+                if edit.currentPath:
+                    edit.addCurrentPathToHistory()
+            for key, edit in self._cohortTextSettings.items():
+                qt.QSettings().setValue(key, edit.text)
+            self.cohortSummaryTextEdit.setPlainText(_("Building the cohort..."))
+            self._runTask(task, self._onCohortBuilt, onEnd=self._showCohortResult)
+        self._updateButtonStates()
+
+    def _showCohortResult(self, task) -> None:
+        """The summary (or why it stopped or failed) in the section's text box."""
+        self.cohortSummaryTextEdit.setPlainText(self.logic.cohortResultText(task))
+
+    def _onCohortBuilt(self, summary) -> None:
+        """The new cohort folder becomes the Train section's data."""
+        if self._parameterNode is not None:
+            self._parameterNode.trainManifest = str(summary.out)
+        self.ui.trainCollapsibleButton.collapsed = False
+        slicer.util.showStatusMessage(_("Cohort ready ({count} subjects): the Train section uses it.").format(
+            count=summary.subjects), 5000)
+
     # ------------------------------------------------------------------ training
     def onTrainButton(self) -> None:
         if self._trainingProcess is not None and self._trainingProcess.running:
@@ -819,13 +930,9 @@ class AttriVAELogic(ScriptedLoadableModuleLogic):
         update = torch_update_message()
         if update:
             raise RuntimeError(update)
-        if slicer.app.testingEnabled():
-            logging.warning("AttriVAE: missing Python packages in testing mode: %s", ", ".join(missing))
-            return False
-        if askConfirmation and not slicer.util.confirmOkCancelDisplay(
-                _("AttriVAE needs these Python packages, which will be downloaded and installed now "
-                  "(this can take several minutes):\n\n{packages}").format(packages="\n".join(missing)),
-                windowTitle=_("Install Python packages")):
+        question = _("AttriVAE needs these Python packages, which will be downloaded and installed now "
+                     "(this can take several minutes):\n\n{packages}")
+        if not self._mayInstall(missing, question, askConfirmation):
             return False
         with slicer.util.WaitCursor():
             if any(req.startswith("torch") for req in missing):
@@ -844,11 +951,25 @@ class AttriVAELogic(ScriptedLoadableModuleLogic):
             if rest:
                 self._pipInstall(rest)
             importlib.invalidate_caches()  # so the new packages are found without a restart
-        still = missing_requirements()
+        self._checkInstalled(missing_requirements())
+        return True
+
+    @staticmethod
+    def _mayInstall(missing, question: str, askConfirmation: bool) -> bool:
+        """Whether to install ``missing`` now: never while Slicer runs its tests, else after ``question``
+        (a translated text with ``{packages}``) when ``askConfirmation``."""
+        if slicer.app.testingEnabled():
+            logging.warning("AttriVAE: missing Python packages in testing mode: %s", ", ".join(missing))
+            return False
+        return not askConfirmation or slicer.util.confirmOkCancelDisplay(
+            question.format(packages="\n".join(missing)), windowTitle=_("Install Python packages"))
+
+    @staticmethod
+    def _checkInstalled(still) -> None:
+        """One error naming the packages that are still missing after an installation."""
         if still:
             raise RuntimeError(_("These Python packages could not be installed: {packages}").format(
                 packages=", ".join(still)))
-        return True
 
     @staticmethod
     def _pipInstall(requirements) -> None:
@@ -928,6 +1049,55 @@ class AttriVAELogic(ScriptedLoadableModuleLogic):
     def restoreState(self):
         return self.getSession().restore_state()
 
+    # ------------------------------------------------------------------ cohort
+    def setupCohortRequirements(self, clinical=None, askConfirmation: bool = True) -> bool:
+        """Install what building a cohort needs besides the module's packages (pandas to read a clinical table).
+
+        As for :meth:`setupPythonRequirements`: one confirmation, no prompt while Slicer runs its tests.
+        Returns True when all of them are importable.
+        """
+        import importlib
+
+        from AttriVAELib.slicer.cohort_step import missing_cohort_requirements
+
+        missing = missing_cohort_requirements(clinical)
+        if not missing:
+            return True
+        question = _("Building a cohort needs these Python packages, which will be downloaded and installed now:"
+                     "\n\n{packages}")
+        if not self._mayInstall(missing, question, askConfirmation):
+            return False
+        with slicer.util.WaitCursor():
+            self._pipInstall(missing)
+            importlib.invalidate_caches()
+        self._checkInstalled(missing_cohort_requirements(clinical))
+        return True
+
+    @staticmethod
+    def cohortTask(images: str, labels: str, out: str, labelSpecs: str, clinical=None, idColumn=None,
+                   classColumn=None, workers: int = 1):
+        """A background task that builds (or resumes) the cohort folder ``out``; its value is the summary.
+
+        Start it with ``getSession().start(task)`` (one task at a time; Cancel stops it after the current
+        subject, and the next run resumes). ``labelSpecs`` is one line such as ``"myocardium=2, lv_cavity=3"``.
+        """
+        from AttriVAELib.slicer.cohort_step import cohort_task
+
+        return cohort_task(images, labels, out, labelSpecs, clinical=clinical, id_column=idColumn,
+                           class_column=classColumn, workers=workers)
+
+    def buildCohort(self, images: str, labels: str, out: str, labelSpecs: str, clinical=None, idColumn=None,
+                    classColumn=None, workers: int = 1):
+        """Build the cohort in the calling thread (the Python console); return its summary (``summary.text()``)."""
+        return self.cohortTask(images, labels, out, labelSpecs, clinical, idColumn, classColumn, workers).run_here()
+
+    @staticmethod
+    def cohortResultText(task) -> str:
+        """The text shown for a finished cohort task: its summary, the stop note, or the reasons and the error."""
+        from AttriVAELib.slicer.cohort_step import result_text
+
+        return result_text(task)
+
     # ------------------------------------------------------------------ training
     @staticmethod
     def pythonExecutable() -> str:
@@ -976,6 +1146,8 @@ class AttriVAETest(ScriptedLoadableModuleTest):
         self.test_AttriVAELogic()
         self.setUp()
         self.test_AttriVAEWidget()
+        self.setUp()
+        self.test_AttriVAECohort()
 
     # ------------------------------------------------------------------ helpers
     def _modelFolder(self) -> str:
@@ -1166,3 +1338,32 @@ class AttriVAETest(ScriptedLoadableModuleTest):
         self.assertTrue(widget.logic.session.has_encoding)
         self.assertEqual(len(widget._sliders), widget.logic.session.latent_size)
         self.delayDisplay("Widget test passed")
+
+    def test_AttriVAECohort(self):
+        """The Build a cohort section: a small ACDC-like cohort built in the background fills the Train section."""
+        self.delayDisplay("Starting the cohort test")
+        logic = AttriVAELogic()
+        if not (logic.setupPythonRequirements(askConfirmation=False)
+                and logic.setupCohortRequirements("clinical.csv", askConfirmation=False)):
+            self.skipTest("AttriVAE's Python packages are not installed in this testing environment")
+        from AttriVAELib.cohorts.acdc_like.generator import generate_acdc_like
+
+        root = pathlib.Path(slicer.app.temporaryPath) / "AttriVAECohortTest"
+        if root.exists():
+            shutil.rmtree(root)
+        generate_acdc_like(root / "raw", n=3, spacing=(1.6, 1.6, 5.0), seed=4, workers=1, progress=False)
+        slicer.util.selectModule("AttriVAE")
+        widget = slicer.modules.AttriVAEWidget
+        widget.cohortImagesPathLineEdit.currentPath = str(root / "raw")
+        widget.cohortLabelsPathLineEdit.currentPath = str(root / "raw")
+        widget.cohortLabelSpecsLineEdit.text = "lv_cavity=3, myocardium=2, outer=1"
+        widget.cohortClinicalPathLineEdit.currentPath = str(root / "raw" / "clinical.csv")
+        widget.cohortIdColumnLineEdit.text = ""
+        widget.cohortClassColumnLineEdit.text = "Group"
+        widget.cohortOutputPathLineEdit.currentPath = str(root / "cohort")
+        widget.buildCohortButton.click()
+        self._waitForTasks(widget)
+        self.assertTrue((root / "cohort" / "manifest.csv").is_file())
+        self.assertEqual(widget._parameterNode.trainManifest, str(root / "cohort"))
+        self.assertIn("6 subjects", widget.cohortSummaryTextEdit.toPlainText())
+        self.delayDisplay("Cohort test passed")

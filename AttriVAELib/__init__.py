@@ -32,6 +32,7 @@ _EXPORTS = {
     # inference
     "AttriVAEModel": "AttriVAELib.inference.model",
     "Encoding": "AttriVAELib.inference.encoding",
+    "export_monai_bundle": "AttriVAELib.inference.monai_bundle",
     # network
     "AttriVAE": "AttriVAELib.nn.model",
     "ModelConfig": "AttriVAELib.nn.config",

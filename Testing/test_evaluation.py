@@ -187,6 +187,15 @@ def test_evaluate_writes_metrics_and_a_self_contained_report(tiny_run, tmp_path,
     # percentile interval need not contain its point estimate: only that it is an interval of AUCs.
     auc = metrics["classification"]["auc"]
     assert 0 <= auc["ci95"][0] <= auc["ci95"][1] <= 1 and 0 <= auc["value"] <= 1
+    faith = metrics["faithfulness"]
+    rc = faith["reconstruction_class"]
+    assert rc["subjects"] == metrics["n"] and 0 <= rc["agreement"] <= 1 and rc["judge_auc_input"] is not None
+    assert set(faith["counterfactual"]) <= {"0→1", "1→0"} and faith["counterfactual"]
+    for direction in faith["counterfactual"].values():
+        assert 0 <= direction["valid_judge"] <= 1 and 0 <= direction["valid_encoder"] <= 1
+        assert direction["proximity_l1_median"] >= 0
+    assert faith["lesion_scale"] is None or faith["lesion_scale"] > 0
+    assert "auc_reencoded" in metrics["headline"]
     decoded = metrics["decoded_attributes"]
     assert set(decoded) <= set(metrics["attributes"]) and "wall_thickness_mm" in decoded
     row = decoded["wall_thickness_mm"]  # one epoch: the inputs are measurable, the reconstructions maybe not
@@ -194,6 +203,7 @@ def test_evaluate_writes_metrics_and_a_self_contained_report(tiny_run, tmp_path,
     assert row["subjects_reconstruction"] <= row["subjects"]
     page = (out / "report.html").read_text()
     assert "re-measured on the input and on its reconstruction" in page
+    assert "Decoded counterfactuals" in page and "Class of the reconstructions" in page
     sources = re.findall(r"src='([^']*)'", page)
     assert len(sources) >= 5 and all(s.startswith("data:image/png;base64,") for s in sources)
     assert "http://" not in page and "https://" not in page

@@ -73,6 +73,11 @@ def test_traverse_writes_volumes_on_the_input_grid(tiny_run, oblique, tmp_path, 
     assert (out / "strip.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     meta = json.loads((out / "traversal.json").read_text())
     assert meta["name"] == "wall_thickness_mm" and [s["requested"] for s in meta["steps"]] == [5.0, 7.0, 9.0]
+    # Each frame read back: what it shows beside what its code says; a disagreement is a note.
+    for step in meta["steps"]:
+        assert set(step["read_back"]["attributes_image"]) >= {"wall_thickness_mm"}
+    warned = sum(bool(step["read_back"]["warnings"]) for step in meta["steps"])
+    assert (warned > 0) == any("frames do not show" in n for n in meta["notes"])
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp")]
     # An existing folder is kept unless --overwrite.
     rc = _main(["traverse", "--model", str(tiny_run), str(oblique), "--dim", "0", "--range", "-1", "1",
@@ -105,6 +110,9 @@ def test_explain_writes_every_map_on_the_input_grid(tiny_run, oblique, tmp_path,
     assert summary["layer"] == "conv1" and set(names) <= set(summary["peaks"])
     assert summary["counterfactual"]["method"] == "class_mean"  # class means stored in the checkpoint
     assert "completeness_error" in summary["integrated_gradients"]
+    assert set(summary["read_back"]) == {"reconstruction", "counterfactual"}
+    warnings = [w for checked in summary["read_back"].values() for w in checked["warnings"]]
+    assert all(w in summary["notes"] for w in warnings)
 
 
 @pytest.mark.parametrize("case", ["missing_image", "4d_image", "tampered", "unknown_dim", "zero_steps",
@@ -150,7 +158,7 @@ def test_classifier_map_is_for_the_predicted_class():
 
     from AttriVAELib.cohorts.phantom.generator import geometry_for_size, render_factors, sample_factors
     from AttriVAELib.explain.explain import explain_encoding
-    from AttriVAELib.explain.gradcam import ClassifierGradCAM, normalize_maps
+    from AttriVAELib.explain.gradcam import ClassifierGradCAM, normalize_maps, upsample_maps
     from AttriVAELib.inference.model import AttriVAEModel
     from AttriVAELib.nn.model import AttriVAE, ModelConfig
 
@@ -158,10 +166,13 @@ def test_classifier_map_is_for_the_predicted_class():
     net = AttriVAE(ModelConfig(input_size=16, latent_dim=8, num_regularized=2, width=0.5))
     model = AttriVAEModel(net, {"preprocess": {"size": 16}, "labels": {"names": ["a", "b"]}}, device="cpu")
     enc = model.encode(Volume(render_factors(sample_factors(1, seed=2), 16)[0], geometry_for_size(16)))
-    signed = ClassifierGradCAM(model, "conv2").attribute(torch.as_tensor(enc.image[None]), relu=False)[0, 0]
+    coarse = ClassifierGradCAM(model, "conv2").attribute(torch.as_tensor(enc.image[None]), relu=False,
+                                                        upsample=False)[0, 0]
     for predicted in (0, 1):
         enc.probabilities = np.array([0.7, 0.3]) if predicted == 0 else np.array([0.3, 0.7])
         ex = explain_encoding(model, enc, layer="conv2", counterfactual=False)
-        expected = normalize_maps(torch.relu(-signed if predicted == 0 else signed)).numpy()
+        # Rectified at the layer's resolution, then upsampled (the order of captum and MONAI).
+        rectified = torch.relu(-coarse if predicted == 0 else coarse)
+        expected = normalize_maps(upsample_maps(rectified[None, None], enc.image.shape)[0, 0]).numpy()
         np.testing.assert_allclose(ex.classifier_map, expected, atol=1e-6)
         assert set(ex.attribute_maps) == {"dim_0", "dim_1"}

@@ -47,6 +47,7 @@ def test_load_manifest_columns_and_paths(tmp_path: Path) -> None:
 def test_units_and_labels() -> None:
     assert attribute_unit("lesion_volume_ml") == "mL"
     assert attribute_unit("surface_area_mm2") == "mm²"
+    assert [attribute_unit(n) for n in ("height_cm", "weight_kg", "bsa_m2", "heart_rate_bpm")] == ["cm", "kg", "m²", "bpm"]
     assert attribute_unit("sphericity") == ""
     assert attribute_label("wall_thickness_mm") == "wall thickness (mm)"
 

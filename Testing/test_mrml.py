@@ -176,6 +176,15 @@ def test_save_and_load_errors(scene, tmp_path):
         mrml.load_volume_node(scene, garbage)
     assert_one_line_error(excinfo, "cannot read")
     assert scene.GetNumberOfNodes() == before
+    # A 4D file (e.g. a cine series): Slicer's reader would keep its first frame without a word.
+    import nibabel as nib
+
+    four_d = tmp_path / "cine.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((6, 5, 4, 3), np.float32), np.eye(4)), four_d)
+    with pytest.raises(InputError) as excinfo:
+        mrml.load_volume_node(scene, four_d)
+    assert_one_line_error(excinfo, "4D image (6 × 5 × 4 × 3)")
+    assert scene.GetNumberOfNodes() == before
 
 
 @pytest.mark.parametrize("suffix", [".nii", ".nii.gz", ".nrrd"])

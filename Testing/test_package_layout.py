@@ -113,8 +113,8 @@ def test_cli_registers_every_command_once():
 
     names = [c.name for c in COMMANDS]
     assert len(names) == len(set(names))
-    assert set(names) == {"synth", "synth-brain", "info", "train", "encode", "traverse", "explain", "evaluate",
-                          "compare", "demo"}
+    assert set(names) == {"synth", "synth-brain", "synth-acdc", "cohort", "info", "train", "encode", "traverse",
+                          "explain", "evaluate", "compare", "export", "view", "demo"}
     helps = [c.help for c in COMMANDS]
     assert all(h and "\n" not in h for h in helps)
     text = build_parser().format_help()

@@ -500,6 +500,13 @@ def test_training_command_checks_inputs(tiny_cohort, tmp_path):
                                                 python="py")
     assert command[:4] == ["py", "-m", "AttriVAELib.cli", "train"]
     assert command[command.index("--epochs") + 1] == "3" and "--quiet" in command
+    assert "--config" not in command  # a phantom cohort brings no train.yaml
+    cohort = tmp_path / "own"  # a cohort from `attrivae cohort` does: its settings are used
+    cohort.mkdir()
+    (cohort / "manifest.csv").write_text("subject,image\n")
+    (cohort / "train.yaml").write_text("train: {epochs: 5}\n")
+    command = training_process.training_command(cohort / "manifest.csv", out, device="cpu")
+    assert command[command.index("--config") + 1] == str(cohort / "train.yaml")
     with pytest.raises(ConfigError) as exc:
         training_process.training_command("", out)
     one_line(exc, "manifest")
@@ -600,7 +607,13 @@ def test_shipped_demo_model_works_offline(scene, monkeypatch):
     session.set_latent("volume_ml", model.calibration.value_range(0)[1], units="attribute")
     moved = session.summary_lines()[1]
     assert moved.startswith(lines[1] + " → ") and moved.endswith(" mL")
+    session.pop_messages()
     difference = session.counterfactual("other_class")
     assert session.last_counterfactual["method"] == "class_mean"
+    # What the decoded counterfactual shows, read back by the model; any disagreement is told in one line.
+    checked = session.last_counterfactual["read_back"]
+    assert len(checked["probabilities_image"]) == 2 and len(checked["probabilities_code"]) == 2
+    messages = session.pop_messages()
+    assert all(w in messages and "\n" not in w for w in checked["warnings"])
     assert_same_grid(difference, node)
     assert np.abs(mrml.volume_from_node(difference).array).max() > 0

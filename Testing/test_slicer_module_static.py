@@ -484,7 +484,9 @@ def test_no_confirmation_under_a_busy_cursor():
     logic = classes()["AttriVAELogic"]
     setup = next(f for f in logic.body if isinstance(f, ast.FunctionDef) and f.name == "setupPythonRequirements")
     text = ast.unparse(setup)
-    assert text.index("confirmOkCancelDisplay") < text.index("WaitCursor")
+    # The confirmation (in _mayInstall) is asked before the busy cursor starts.
+    assert text.index("self._mayInstall(") < text.index("WaitCursor")
+    assert "confirmOkCancelDisplay" in ast.unparse(_method("AttriVAELogic", "_mayInstall"))
     assert busy_blocks >= 1
 
 
@@ -501,3 +503,96 @@ def test_long_work_runs_as_background_tasks():
         for sync_call in ("logic.encode(", "logic.computeAttention(", "logic.createTraversal(",
                           "logic.computeCounterfactual("):
             assert sync_call not in body, f"{handler} blocks the GUI with {sync_call}"
+
+
+# ---------------------------------------------------------------------------------- the Build a cohort section
+
+
+def _method(cls: str, name: str) -> ast.FunctionDef:
+    return next(f for f in classes()[cls].body if isinstance(f, ast.FunctionDef) and f.name == name)
+
+
+#: Widgets of the cohort section: made in code (they are not in the .ui, so not reached through self.ui).
+COHORT_WIDGET = re.compile(r"\b(?:self|widget)\.((?:cohort|buildCohort)[A-Za-z]*(?:Button|LineEdit|TextEdit))\b")
+
+
+def test_cohort_section_is_made_before_train():
+    """The section is a collapsible button inserted just before "Train a model", made before the
+    parameter node is connected (``_updateButtonStates`` enables its button)."""
+    setup = ast.unparse(_method("AttriVAEWidget", "setup"))
+    assert "self._buildCohortSection()" in setup
+    assert setup.index("self._buildCohortSection()") < setup.index("self.initializeParameterNode()")
+    build = ast.unparse(_method("AttriVAEWidget", "_buildCohortSection"))
+    assert "ctk.ctkCollapsibleButton()" in build and "section.collapsed = True" in build
+    assert "layout.insertWidget(layout.indexOf(self.ui.trainCollapsibleButton), section)" in build
+    assert ui_widgets()["trainCollapsibleButton"] == "ctkCollapsibleButton"
+    for field in ("Images", "Labels", "LabelSpecs", "Clinical", "IdColumn", "ClassColumn", "Output"):
+        assert f"self.cohort{field}" in build, field
+    assert "self.buildCohortButton.connect('clicked(bool)', self.onBuildCohortButton)" in build
+    assert "self.cohortSummaryTextEdit.readOnly = True" in build
+    assert "Build a cohort" in SOURCE.split("class AttriVAEParameterNode")[0]  # the module's help text
+
+
+def test_every_cohort_widget_used_is_made_in_the_section():
+    made = set(re.findall(r"\bself\.(\w+) = ", ast.unparse(_method("AttriVAEWidget", "_buildCohortSection"))))
+    used = set(COHORT_WIDGET.findall(SOURCE))
+    assert used and not used - made, f"used but not made in _buildCohortSection: {sorted(used - made)}"
+    assert not {name for name in used if name in ui_widgets()}  # no clash with a .ui widget
+    assert {"buildCohortButton", "cohortSummaryTextEdit", "cohortLabelSpecsLineEdit"} <= used
+
+
+def test_building_a_cohort_runs_as_a_background_task():
+    """Build cohort starts the logic's task with the panel's progress bar and Cancel; it never builds
+    in the GUI thread, never under a wait cursor, and the engine stays out of the widget."""
+    body = ast.unparse(_method("AttriVAEWidget", "onBuildCohortButton"))
+    assert "self.logic.cohortTask(" in body and "self._runTask(task, self._onCohortBuilt" in body
+    assert "onEnd=self._showCohortResult" in body
+    for blocking in ("buildCohort(", "run_here(", "build_cohort", "waitCursor"):
+        assert blocking not in body, blocking
+    assert body.index("self._requirementsReady()") < body.index("setupCohortRequirements(") < body.index(
+        "cohortTask(")
+    widget = ast.unparse(classes()["AttriVAEWidget"])
+    assert "AttriVAELib.data" not in widget and "cohort_step" not in widget  # thin: through the logic
+    run_task = ast.unparse(_method("AttriVAEWidget", "_runTask"))
+    assert run_task.index("onEnd(task)") < run_task.index("if task.state == 'done'")
+    assert "self.buildCohortButton.enabled = not busy" in ast.unparse(_method("AttriVAEWidget", "_updateButtonStates"))
+    built = ast.unparse(_method("AttriVAEWidget", "_onCohortBuilt"))
+    assert "self._parameterNode.trainManifest = str(summary.out)" in built
+    setup = ast.unparse(_method("AttriVAELogic", "setupCohortRequirements"))
+    assert setup.index("self._mayInstall(") < setup.index("WaitCursor")
+    assert "self.test_AttriVAECohort()" in ast.unparse(_method("AttriVAETest", "runTest"))
+
+
+def test_logic_builds_a_cohort_through_the_session_runner(monkeypatch, tmp_path):
+    """The widget's path without Qt: the logic's task started on the session's runner, polled like the
+    QTimer does; the summary text, the cohort folder for Train, a rerun from the cache, one-line errors."""
+    import time
+
+    from AttriVAELib.cohorts.acdc_like.generator import generate_acdc_like
+    from AttriVAELib.core.errors import ConfigError
+
+    module = _import_module(monkeypatch)
+    slicer = sys.modules["slicer"]
+    monkeypatch.setattr(slicer, "mrmlScene", slicer.vtkMRMLScene(), raising=False)
+    raw = tmp_path / "raw"
+    generate_acdc_like(raw, n=2, spacing=(2.0, 2.0, 5.0), seed=5, workers=1, progress=False)
+    logic = module.AttriVAELogic()
+    assert logic.setupCohortRequirements(str(raw / "clinical.csv"), askConfirmation=False) is True
+    task = logic.cohortTask(str(raw), str(raw), str(tmp_path / "cohort"), "lv_cavity=3, myocardium=2, outer=1",
+                            str(raw / "clinical.csv"), "", "Group")
+    session = logic.getSession()
+    session.start(task)
+    end = time.monotonic() + 300
+    while session.process_tasks() and time.monotonic() < end:
+        time.sleep(0.01)
+    assert task.state == "done", logic.cohortResultText(task)
+    summary = task.value
+    assert summary.manifest == tmp_path / "cohort" / "manifest.csv" and summary.manifest.is_file()
+    assert str(summary.out) == str(tmp_path / "cohort") and summary.subjects == 4
+    assert logic.cohortResultText(task) == summary.text() and "manifest:" in summary.text()
+    again = logic.buildCohort(str(raw), str(raw), str(tmp_path / "cohort"), "lv_cavity=3, myocardium=2, outer=1",
+                              str(raw / "clinical.csv"), None, "Group")
+    assert (again.measured, again.reused, again.subjects) == (0, 4, 4)
+    with pytest.raises(ConfigError, match="label 'lv_cavity'") as error:
+        logic.cohortTask(str(raw), str(raw), str(tmp_path / "other"), "lv_cavity, myocardium=2")
+    assert "\n" not in str(error.value) and not (tmp_path / "other").exists()

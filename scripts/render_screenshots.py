@@ -10,7 +10,8 @@ their display node's colour table, window, threshold and opacity.
     python scripts/render_screenshots.py --run RUN --cohort COHORT [--subject sub-0123] [--layer auto]
                                          [--out Resources/Screenshots]
 
-Writes ``Screenshot01.png`` (attention overlays) and ``Screenshot02.png`` (traversal strips).
+Writes ``Screenshot01.png`` (attention overlays), ``Screenshot02.png`` (traversal strips) and
+``Screenshot03.png`` (counterfactuals of a held-out subject with a lesion and of one without).
 The committed screenshots were made with the run of ``bash scripts/demo.sh`` that the shipped
 demo model comes from (``--run demo/run --cohort demo/cohort``), with ``--layer conv2`` (the 8³
 feature map; at 32³ the default ``auto`` picks conv3, whose 4³ maps are coarser). Same inputs
@@ -289,6 +290,79 @@ def screenshot_traversal(path: Path, strips, session, volume) -> None:
     plt.close(fig)
 
 
+def counterfactual_rows(scene, session, cohort: Path, row) -> list[dict]:
+    """For the shown subject and a held-out subject of the other class: input, reconstruction,
+    counterfactual and its difference resliced (axial) through the lesion, or where the difference peaks."""
+    import csv
+
+    from AttriVAELib.slicer import mrml
+
+    rows = list(csv.DictReader((cohort / "manifest.csv").open()))
+    split = set(json.loads((cohort / "split.json").read_text())["subjects"]["test"])
+    other = next(r for r in rows if r["subject"] in split and r["label"] != row["label"])
+    out = []
+    for subject in (row, other):
+        volume = mrml.load_volume_node(scene, cohort / subject["image"], name=subject["subject"])
+        session.encode(volume)
+        session.counterfactual("other_class")
+        nodes = {role: session.output_node(role) for role in ("reconstruction", "counterfactual", "difference")}
+        difference = node_array(nodes["difference"])
+        focus = np.abs(difference) >= 0.5 * np.abs(difference).max()
+        if subject["label"] == "1":
+            lesion = mrml.load_volume_node(scene, cohort / subject["lesion"], name="lesion", labelmap=True)
+            focus = node_array(lesion) > 0
+        wall = mrml.load_volume_node(scene, cohort / subject["mask"], name="wall", labelmap=True)
+        centre = centroid_ras(volume, node_array(wall) > 0)  # the shell in the middle of the picture,
+        centre[2] = centroid_ras(volume, focus)[2]  # on the axial slice through the lesion
+        pictures = {"input": reslice(volume, centre, *VIEWS[0][2:], half_width=STRIP_HALF_WIDTH, pixel=0.4)}
+        for role, node in nodes.items():
+            pictures[role] = reslice(node, centre, *VIEWS[0][2:], half_width=STRIP_HALF_WIDTH, pixel=0.4)
+        summary = session.last_counterfactual
+        out.append({"subject": subject["subject"], "label": subject["label"], "pictures": pictures,
+                    "p": summary["probabilities"], "p_cf": summary["probabilities_counterfactual"],
+                    "shown": summary["read_back"].get("probabilities_image"),
+                    "display": nodes["difference"].GetDisplayNode()})
+    return out
+
+
+def screenshot_counterfactuals(path: Path, rows: list[dict], volume) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    window = input_window(volume)
+    half = STRIP_HALF_WIDTH
+    extent = (-half, half, -half, half)
+    titles = ("input", "reconstruction", "counterfactual", "counterfactual − reconstruction")
+    fig, axes = plt.subplots(len(rows), 4, figsize=(10.0, 2.6 * len(rows) + 0.8), facecolor="black", squeeze=False)
+    for r, row in enumerate(rows):
+        pics = row["pictures"]
+        difference = pics["difference"]
+        strong = np.abs(np.nan_to_num(difference)) >= 0.15 * np.nanmax(np.abs(difference))
+        images = (grey(pics["input"], window), grey(pics["reconstruction"], window),
+                  grey(pics["counterfactual"], window),
+                  composite(pics["input"], window, np.where(strong, difference, np.nan), row["display"]))
+        for c, image in enumerate(images):
+            ax = axes[r, c]
+            ax.imshow(image, extent=extent)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            title = titles[c]
+            if c == 0:
+                title = f"{row['subject']} (class {row['label']}, p(1) {row['p'][1]:.2f})"
+            if c == 2:
+                shown = f"\nits image read back: {row['shown'][1]:.2f}" if row["shown"] else ""
+                title = f"counterfactual: p(1) {row['p_cf'][1]:.2f}{shown}"
+            ax.set_title(title, color="white", fontsize=8, pad=2)
+    fig.suptitle("Counterfactuals (axial view through the lesion): the class-relevant dims moved to the other\n"
+                 "class's mean and decoded; differences above 15 % of the largest overlaid on the input (red: brighter)",
+                 color="white", fontsize=9)
+    fig.tight_layout(rect=(0, 0, 1, 0.9))
+    fig.savefig(path, dpi=100, facecolor="black")
+    plt.close(fig)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", type=Path, required=True, help="trained run folder (model.safetensors)")
@@ -303,8 +377,10 @@ def main(argv=None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     screenshot_overlays(args.out / "Screenshot01.png", row, volume, summary, maps, centre, session, args.layer)
     screenshot_traversal(args.out / "Screenshot02.png", strips, session, volume)
+    screenshot_counterfactuals(args.out / "Screenshot03.png", counterfactual_rows(scene, session, args.cohort, row),
+                               volume)
     print(f"subject {row['subject']}: {json.dumps(summary['probabilities'])}")
-    print(f"wrote {args.out / 'Screenshot01.png'} and {args.out / 'Screenshot02.png'}")
+    print(f"wrote Screenshot01.png, Screenshot02.png and Screenshot03.png to {args.out}")
     return 0
 
 

@@ -32,6 +32,11 @@ def _add_settings_arguments(p: argparse.ArgumentParser, traversal: int, localiza
                    help=f"subjects traversed per attribute for traversal fidelity (default {traversal})")
     p.add_argument("--localization-subjects", type=non_negative_int, default=localization,
                    help=f"subjects with a lesion whose maps are localized (default {localization})")
+    p.add_argument("--counterfactual-subjects", type=non_negative_int, default=40,
+                   help="labelled subjects whose decoded counterfactuals are judged, split between the classes "
+                        "(default 40; 0 = skip the image-faithfulness checks)")
+    p.add_argument("--judge-epochs", type=non_negative_int, default=20,
+                   help="training epochs of the independent judge of decoded images (default 20; 0 = no judge)")
     p.add_argument("--bootstrap", type=non_negative_int, default=1000, help="bootstrap resamples (default 1000)")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
     p.add_argument("--layer", default="auto",
@@ -43,6 +48,7 @@ def _settings(args: argparse.Namespace):
 
     return EvaluationSettings(split=args.split, traversal_subjects=args.traversal_subjects,
                               localization_subjects=args.localization_subjects, bootstrap=args.bootstrap,
+                              counterfactual_subjects=args.counterfactual_subjects, judge_epochs=args.judge_epochs,
                               layer=args.layer)
 
 

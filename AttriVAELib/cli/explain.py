@@ -142,6 +142,8 @@ def run_encode(args: argparse.Namespace) -> int:
     if enc.probabilities is not None:
         probs = "  ".join(f"{n}: {p:.3f}" for n, p in summary["probabilities"].items())
         print(f"class probabilities: {probs}  -> {summary['predicted_label']}")
+    for note in enc.notes:
+        print(f"note: {note}", file=sys.stderr)
     if args.json is not None:
         atomic.write_json(args.json, summary, clean_stale=True)
         print(f"wrote {args.json}")
@@ -206,15 +208,30 @@ def run_traverse(args: argparse.Namespace) -> int:
                     entry["estimate"] = float(attrs[s, dim])
                 if probs is not None:
                     entry["probabilities"] = [float(p) for p in probs[s]]
+                checked = model.read_back(frame, z[s], f"frame at {name} {_fmt(entry.get('estimate', latents[s]))}",
+                                          [dim])
+                entry["read_back"] = checked.to_dict(model)
                 steps.append(entry)
         labels = [f"{_fmt(e.get('estimate', e['latent']))}{' ' + unit if 'estimate' in e and unit else ''}"
                   for i, e in enumerate(steps) if i in shown]
         save_strip(tmp / "strip.png", slices, labels, spacing=enc.mapping.source.spacing, title=f"traversal of {name}")
         atomic.write_json(tmp / "traversal.json", {
             "image": str(args.image), "model": str(model.source), "dim": dim, "name": name, "unit": unit,
-            "units": args.units, "range": [lo, hi], "mu": float(enc.mu[dim]), "steps": steps})
+            "units": args.units, "range": [lo, hi], "mu": float(enc.mu[dim]), "steps": steps,
+            "notes": _traversal_notes(enc, steps)})
+    for note in _traversal_notes(enc, steps):
+        print(f"note: {note}", file=sys.stderr)
     print(f"wrote {len(steps)} volumes, strip.png and traversal.json to {args.out}")
     return 0
+
+
+def _traversal_notes(enc: Any, steps: list[dict[str, Any]]) -> list[str]:
+    """The input's notes, and the first read-back warning with the number of frames that have one."""
+    notes = list(enc.notes)
+    warned = [step["read_back"]["warnings"] for step in steps if step["read_back"]["warnings"]]
+    if warned:
+        notes.append(f"{len(warned)} of {len(steps)} frames do not show what their code says, e.g. {warned[0][0]}")
+    return notes
 
 
 def add_explain_arguments(p: argparse.ArgumentParser) -> None:
@@ -299,6 +316,7 @@ def run_explain(args: argparse.Namespace) -> int:
             "maps": "signed, scaled to [-1, 1]" if args.signed else "ReLU, scaled to [0, 1]",
             "peaks": ex.peaks, "classifier_map_class": enc.predicted_label, "files": files,
             "encoding": enc.to_dict(), "notes": ex.notes}
+        summary["read_back"] = {name: checked.to_dict(model) for name, checked in ex.read_back.items()}
         if ex.counterfactual is not None:
             summary["counterfactual"] = ex.counterfactual.summary(model)
         if ex.integrated_gradients is not None:

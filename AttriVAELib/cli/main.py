@@ -17,7 +17,7 @@ import traceback
 from typing import Callable, Sequence
 
 from AttriVAELib import __version__
-from AttriVAELib.cli import data, demo, evaluate, explain, train
+from AttriVAELib.cli import cohort, data, demo, evaluate, explain, export, train, view
 from AttriVAELib.cli.command import Command, positive_int
 from AttriVAELib.core.errors import AttriVAEError
 
@@ -26,8 +26,8 @@ __all__ = ["COMMANDS", "build_parser", "main", "run_guarded"]
 Handler = Callable[[argparse.Namespace], int]
 
 #: Every sub-command, in the order ``attrivae --help`` lists them.
-COMMANDS: tuple[Command, ...] = (*data.COMMANDS, *train.COMMANDS, *explain.COMMANDS, *evaluate.COMMANDS,
-                                 *demo.COMMANDS)
+COMMANDS: tuple[Command, ...] = (*data.COMMANDS, *cohort.COMMANDS, *train.COMMANDS, *explain.COMMANDS,
+                                 *evaluate.COMMANDS, *export.COMMANDS, *demo.COMMANDS, *view.COMMANDS)
 
 
 class _Parser(argparse.ArgumentParser):

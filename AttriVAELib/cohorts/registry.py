@@ -11,8 +11,9 @@ the evaluation naming any cohort:
 
 Folders written before the cohorts became a subpackage name their generator by its old module
 path (``AttriVAELib.synth``, ``AttriVAELib.brain``); :data:`LEGACY_GENERATORS` maps those.
-A user's own data without ``cohort.json`` gets :data:`GENERIC`: a foreground segmentation and
-no measure.
+A folder built by ``attrivae cohort`` from one's own images and segmentations is ``"segmented"``
+(its attribute regions come from its ``cohort.json``); data without ``cohort.json`` gets
+:data:`GENERIC`: a foreground segmentation and no measure.
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ Measure = Callable[["Volume"], "dict[str, float] | None"]
 Segment = Callable[[np.ndarray], np.ndarray]
 
 #: Registered cohorts: generator name → module whose ``COHORT`` is the :class:`Cohort`.
-_MODULES = {"phantom": "AttriVAELib.cohorts.phantom.cohort", "brain": "AttriVAELib.cohorts.brain.cohort"}
+_MODULES = {"phantom": "AttriVAELib.cohorts.phantom.cohort", "brain": "AttriVAELib.cohorts.brain.cohort",
+            "segmented": "AttriVAELib.cohorts.segmented.cohort"}
 #: ``cohort.json`` generator names written by earlier versions → registered name.
 LEGACY_GENERATORS = {"AttriVAELib.synth": "phantom", "AttriVAELib.brain": "brain"}
 

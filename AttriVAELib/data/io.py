@@ -21,8 +21,8 @@ import SimpleITK as sitk
 
 from AttriVAELib.core.atomic import atomic_path
 from AttriVAELib.core.errors import InputError
-from AttriVAELib.data.headers import (DEFAULT_MAX_VOXELS, MAX_VOXELS_ENV, check_regular_file, check_voxel_count,
-                                      inspect_image_file, max_voxels)
+from AttriVAELib.data.headers import (DEFAULT_MAX_VOXELS, MAX_VOXELS_ENV, ImageFileInfo, check_regular_file,
+                                      check_voxel_count, inspect_image_file, max_voxels)
 
 READABLE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
 WRITABLE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".mha")
@@ -215,12 +215,15 @@ def _read_dicom_series(folder: Path) -> sitk.Image:
     return reader.Execute()
 
 
-def check_image_file(path: str | os.PathLike) -> None:
+def check_image_file(path: str | os.PathLike) -> ImageFileInfo | None:
     """Check an image file before a reader sees it: a regular file (a FIFO would block), a header
     within the voxel limit (:func:`~AttriVAELib.data.headers.max_voxels`), and as many bytes of
     voxel data as the header promises (ITK zero-fills truncated NIfTI files).
 
     :func:`read_sitk` calls it; readers of their own (e.g. Slicer's storage nodes) should call it first.
+
+    Returns:
+        What the header says (size per axis, components), or None for a folder (a DICOM series).
 
     Raises:
         InputError: one line naming the file and the fault.
@@ -228,9 +231,10 @@ def check_image_file(path: str | os.PathLike) -> None:
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: file not found")
-    if not path.is_dir():
-        with _quiet_itk():
-            inspect_image_file(path)
+    if path.is_dir():
+        return None
+    with _quiet_itk():
+        return inspect_image_file(path)
 
 
 def read_sitk(path: str | os.PathLike) -> sitk.Image:

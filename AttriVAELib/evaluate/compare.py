@@ -41,6 +41,10 @@ COLUMNS: list[tuple[str, str]] = [
     ("fidelity_rho_min", "Fidelity ρ"),
     ("fidelity_leakage_max", "Leakage"),
     ("ssim", "SSIM"),
+    ("auc_reencoded", "AUC re-encoded"),
+    ("cf_valid_judge_min", "CF valid (judge)"),
+    ("lesion_fidelity_rho", "Lesion traversal ρ"),
+    ("lesion_gain", "Lesion gain"),
 ]
 
 

@@ -76,6 +76,9 @@ class EvaluationSettings:
         traversal_steps: latent values per traversal, from the 5th to the 95th percentile of μ.
         localization_subjects: subjects with a lesion whose maps are localized.
         reconstruction_subjects: subjects reconstructed for MSE/SSIM/Dice (0 = all).
+        counterfactual_subjects: labelled subjects whose decoded counterfactuals are judged
+            (:mod:`AttriVAELib.evaluate.faithfulness`), split evenly between the classes.
+        judge_epochs: training epochs of the independent judge (0: no judge).
         bootstrap: resamples for the classification intervals.
         ig_steps: steps of the latent-path integrated gradients.
         seed: seed of the bootstrap and of the estimators.
@@ -89,13 +92,16 @@ class EvaluationSettings:
     traversal_steps: int = 9
     localization_subjects: int = 20
     reconstruction_subjects: int = 0
+    counterfactual_subjects: int = 40
+    judge_epochs: int = 20
     bootstrap: int = 1000
     ig_steps: int = 16
     seed: int = 0
     layer: str = "auto"
 
     def __post_init__(self) -> None:
-        for name in ("traversal_subjects", "localization_subjects", "reconstruction_subjects", "bootstrap"):
+        for name in ("traversal_subjects", "localization_subjects", "reconstruction_subjects", "counterfactual_subjects",
+                     "judge_epochs", "bootstrap"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be ≥ 0 (got {getattr(self, name)})")
         if self.traversal_steps < 3:
@@ -188,6 +194,25 @@ def evaluate_run(run: str | os.PathLike, data: str | os.PathLike | None = None,
              for r, e in zip(records, chosen)]
     result["reconstruction"] = reconstruction_scores(model, chosen, masks, kind.segment)
     log("reconstruction: MSE {mse[mean]:.4f}  SSIM {ssim[mean]:.3f}".format(**result["reconstruction"]))
+    lesion_name = _lesion_attribute(names)
+    # Subjects of class "0" have no lesion (their lesion files, where saved, are empty).
+    lesions_all = [None if r.lesion is None or r.label in (None, "0")
+                   else to_model_grid(read_mask(r.lesion, reference=e.mapping.source), e.mapping, "nearest")
+                   for e, r in zip(encodings, records)]
+    if model.has_classifier and (labels >= 0).any() and s.counterfactual_subjects:
+        from AttriVAELib.evaluate.faithfulness import faithfulness_section, judge_for
+
+        judge = judge_for(model, manifest, lambda rs: _class_indices(model, manifest, rs), epochs=s.judge_epochs,
+                          seed=s.seed, log=log) if s.judge_epochs else None
+        lesion_dim = names.index(lesion_name) if lesion_name in names else None
+        with_masks = lesion_name in manifest.attribute_names and any(m is not None for m in lesions_all)
+        result["faithfulness"] = faithfulness_section(
+            model, encodings, labels, lesions_all, judge, lesion_dim=lesion_dim,
+            lesion_volumes=manifest.attribute_matrix(records)[:, manifest.attribute_names.index(lesion_name)]
+            if with_masks else None,
+            lesion_range=None if lesion_dim is None else tuple(np.percentile(mu[:, lesion_dim], [5, 95])),
+            subjects=s.counterfactual_subjects, traversal_subjects=s.traversal_subjects,
+            traversal_steps=s.traversal_steps, log=log)
     if kind.measure is not None and k:
         is_healthy = [r.lesion is None or r.label in (None, "0") for r in records]
         healthy = [e for e, ok in zip(encodings, is_healthy) if ok]
@@ -202,12 +227,11 @@ def evaluate_run(run: str | os.PathLike, data: str | os.PathLike | None = None,
         spreads = {names[j]: float(np.subtract(*np.percentile(attributes[:, j], [95, 5]))) for j in measurable}
         result["traversal_fidelity"] = traversal_fidelity(model, healthy[:s.traversal_subjects], kind.measure,
                                                           ranges, s.traversal_steps, progress=log, spreads=spreads)
-    with_lesion = [(e, r) for e, r in zip(encodings, records)
-                   if r.lesion is not None and r.label not in (None, "0")][:s.localization_subjects]
+    with_lesion = [(e, lesion) for e, lesion in zip(encodings, lesions_all) if lesion is not None]
+    with_lesion = with_lesion[:s.localization_subjects]
     if with_lesion:
-        lesions = [to_model_grid(read_mask(r.lesion), e.mapping, "nearest") for e, r in with_lesion]
-        result["localization"] = localization_scores(model, [e for e, _ in with_lesion], lesions,
-                                                     _lesion_attribute(names), s.ig_steps, s.layer)
+        result["localization"] = localization_scores(model, [e for e, _ in with_lesion], [m for _, m in with_lesion],
+                                                     lesion_name, s.ig_steps, s.layer)
         log(f"localization on {len(with_lesion)} subjects with a lesion")
     tied = {n: kind.regions[n] for n in names if n in kind.regions}
     if tied:
@@ -243,6 +267,22 @@ def headline(result: Mapping[str, Any]) -> dict[str, float]:
     if fid:
         out["fidelity_rho_min"] = min(v["rho"] for v in fid.values())
         out["fidelity_leakage_max"] = max(v["leakage_max"] for v in fid.values())
+    faith = result.get("faithfulness") or {}
+    lesion = faith.get("lesion_traversal") or {}
+    if lesion.get("rho") is not None:
+        out["lesion_fidelity_rho"] = lesion["rho"]
+    if lesion.get("gain") is not None:
+        out["lesion_gain"] = lesion["gain"]
+    rc = faith.get("reconstruction_class") or {}
+    if rc.get("auc_reencoded") is not None:
+        out["auc_reencoded"] = rc["auc_reencoded"]
+    cf = [v for v in (faith.get("counterfactual") or {}).values() if "valid_judge" in v]
+    if cf:
+        out["cf_valid_judge_min"] = min(v["valid_judge"] for v in cf)
+    masses = [v["lesion_mass_ratio_median"] for v in (faith.get("counterfactual") or {}).values()
+              if "lesion_mass_ratio_median" in v]
+    if masses:
+        out["cf_lesion_mass_ratio"] = max(masses)
     rec = result.get("reconstruction") or {}
     if rec.get("ssim"):
         out["ssim"] = rec["ssim"]["mean"]

@@ -46,6 +46,11 @@ HEADLINES: list[tuple[str, str, float | None]] = [
     ("auc", "AUC", 0.95),
     ("accuracy", "Accuracy", None),
     ("fidelity_rho_min", "Traversal fidelity ρ (worst dim)", 0.9),
+    ("lesion_fidelity_rho", "Lesion traversal: drawn lesion volume ρ", 0.9),
+    ("lesion_gain", "Lesion traversal: gain", 0.5),
+    ("auc_reencoded", "AUC of re-encoded reconstructions", 0.95),
+    ("cf_valid_judge_min", "Counterfactuals valid for the judge (worst direction)", 0.9),
+    ("cf_lesion_mass_ratio", "Counterfactual difference in lesion ÷ uniform", 5.0),
     ("fidelity_leakage_max", "Traversal leakage |ρ| (worst dim)", None),
     ("ssim", "Reconstruction SSIM", None),
     ("dice", "Dice (segmented reconstruction vs mask)", None),
@@ -73,6 +78,8 @@ def metrics_table_rows(headline: Mapping[str, float]) -> list[tuple[str, str, st
         published = PUBLISHED.get(key, (None,))[0]
         if key == "fidelity_leakage_max":
             target_text = "≤ 0.3"
+        elif key == "cf_lesion_mass_ratio":
+            target_text = "≥ 5"
         else:
             target_text = "–" if target is None else f"≥ {target:g}"
         rows.append((label, _fmt(headline[key]), _fmt(published, 2), target_text))
@@ -265,6 +272,24 @@ def _detail_tables(result: Mapping[str, Any]) -> str:
                              "measurable reconstructions", "n"),
                             [(name, _fmt(v["rho_input"]), _fmt(v["rho_reconstruction"]), v["subjects_input"],
                               v["subjects_reconstruction"], v["subjects"]) for name, v in decoded.items()]))
+    faith = result.get("faithfulness") or {}
+    rc = faith.get("reconstruction_class") or {}
+    if rc:
+        parts.append(_table("Class of the reconstructions (the model's classifier on the re-encoded reconstruction; "
+                            "the independent judge on the images)",
+                            ("AUC inputs", "AUC re-encoded", "agreement", "judge AUC inputs",
+                             "judge AUC reconstructions", "n"),
+                            [(_fmt(rc.get("auc_input")), _fmt(rc.get("auc_reencoded")), _fmt(rc.get("agreement")),
+                              _fmt(rc.get("judge_auc_input")), _fmt(rc.get("judge_auc_reconstruction")),
+                              rc.get("subjects"))]))
+    cf = faith.get("counterfactual") or {}
+    if cf:
+        parts.append(_table("Decoded counterfactuals (share valid; medians)",
+                            ("direction", "judge", "own encoder", "lesion measure", "mass in lesion ÷ uniform",
+                             "L1 change outside the lesion", "n"),
+                            [(d, _fmt(v.get("valid_judge")), _fmt(v.get("valid_encoder")), _fmt(v.get("valid_measure")),
+                              _fmt(v.get("lesion_mass_ratio_median"), 2), _fmt(v.get("proximity_l1_median")),
+                              v["subjects"]) for d, v in cf.items()]))
     loc = result.get("localization") or {}
     if loc:
         parts.append(_table(f"Localization (subjects with a lesion; Grad-CAM layer {_layer(result)})",

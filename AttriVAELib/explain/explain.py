@@ -6,9 +6,12 @@ For an :class:`~AttriVAELib.inference.Encoding` of one image (model grid N³):
 - attribute-wise Grad-CAM: one map (N, N, N) per regularized latent dim, from one batched
   backward pass (:class:`~AttriVAELib.explain.gradcam.AttributeGradCAM`), normalized to its peak;
 - classifier Grad-CAM of the predicted class; for a binary head the class-0 map is the
-  negated class-1 map, rectified afterwards (class 0's log-odds are −s);
+  negated class-1 map (class 0's log-odds are −s). Like captum and MONAI, the map is rectified
+  at the layer's resolution and upsampled after;
 - the counterfactual (the latent moved to the other class, decoded) and latent-path
-  integrated gradients of the classifier between the counterfactual and the encoding.
+  integrated gradients of the classifier between the counterfactual and the encoding;
+- the read-back of the reconstruction and the counterfactual (:mod:`AttriVAELib.inference.readback`):
+  what each decoded image shows when encoded again, with a note where it is not what its code says.
 """
 
 from __future__ import annotations
@@ -22,11 +25,12 @@ import torch
 from AttriVAELib.core.errors import InputError
 from AttriVAELib.explain.counterfactual import Counterfactual
 from AttriVAELib.explain.counterfactual import counterfactual as make_counterfactual
-from AttriVAELib.explain.gradcam import gradcam_maps, normalize_maps
+from AttriVAELib.explain.gradcam import gradcam_maps, normalize_maps, upsample_maps
 from AttriVAELib.explain.integrated_gradients import PathAttribution, latent_path_integrated_gradients
 
 if TYPE_CHECKING:
     from AttriVAELib.inference.model import AttriVAEModel, Encoding
+    from AttriVAELib.inference.readback import ReadBack
 
 __all__ = ["Explanation", "explain_encoding"]
 
@@ -41,7 +45,9 @@ class Explanation:
         peaks: name → peak |value| of each raw Grad-CAM map before normalization.
         counterfactual: :class:`~AttriVAELib.explain.counterfactual.Counterfactual` or None.
         integrated_gradients: :class:`~AttriVAELib.explain.counterfactual.PathAttribution` or None.
-        notes: why a part was skipped.
+        read_back: ``"reconstruction"`` (and ``"counterfactual"``) → what the decoded image shows.
+        notes: what the user must know: the input's own notes, why a part was skipped, and where a
+            decoded image does not show what its code says.
     """
 
     attribute_maps: dict[str, np.ndarray]
@@ -50,6 +56,7 @@ class Explanation:
     counterfactual: Counterfactual | None = None
     integrated_gradients: PathAttribution | None = None
     notes: list[str] = field(default_factory=list)
+    read_back: dict[str, ReadBack] = field(default_factory=dict)
 
 
 def explain_encoding(model: AttriVAEModel, enc: Encoding, *, layer: str = "auto", relu: bool = True,
@@ -69,16 +76,17 @@ def explain_encoding(model: AttriVAEModel, enc: Encoding, *, layer: str = "auto"
             maps[name] = norm[k].numpy()
             peaks[name] = float(raw[k].abs().max())
     cls_map = None
-    notes: list[str] = []
+    notes: list[str] = list(enc.notes)
     cf = ig = None
     if model.has_classifier:
         # Map of the predicted class. A binary head has one logit s (class 1); class 0's
         # log-odds are −s, so its signed map is the negated one.
-        signed = gradcam_maps(model, x, "classifier", layer=layer, relu=False)[0]
+        coarse = gradcam_maps(model, x, "classifier", layer=layer, relu=False, upsample=False)[0]
         predicted = int(enc.predicted_class)
-        raw = (-signed[0] if predicted == 0 else signed[0]) if model.num_classes == 2 else signed[predicted]
+        coarse = (-coarse[0] if predicted == 0 else coarse[0]) if model.num_classes == 2 else coarse[predicted]
         if relu:
-            raw = torch.relu(raw)
+            coarse = torch.relu(coarse)
+        raw = upsample_maps(coarse[None, None], enc.image.shape)[0, 0]
         cls_map = normalize_maps(raw).numpy()
         peaks["classifier"] = float(raw.abs().max())
         if counterfactual:
@@ -90,4 +98,9 @@ def explain_encoding(model: AttriVAEModel, enc: Encoding, *, layer: str = "auto"
                 ig = latent_path_integrated_gradients(model, cf.z_cf, cf.z, steps=ig_steps)
     else:
         notes.append("the model has no classifier: no classifier map, counterfactual or integrated gradients")
-    return Explanation(maps, cls_map, peaks, cf, ig, notes)
+    read_back = {"reconstruction": model.read_back(model.reconstruct(enc), enc.mu, "reconstruction")}
+    if cf is not None:
+        read_back["counterfactual"] = model.read_back(cf.counterfactual, cf.z_cf, "decoded counterfactual", cf.dims)
+    for checked in read_back.values():
+        notes.extend(checked.warnings)
+    return Explanation(maps, cls_map, peaks, cf, ig, notes, read_back)

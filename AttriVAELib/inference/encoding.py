@@ -34,6 +34,8 @@ class Encoding:
         mask: (N, N, N) uint8 mask on the model grid, or None.
         attribute_names, attribute_units, label_names: copied from the model, so that the
             encoding describes itself (:meth:`to_dict`).
+        notes: one line per thing the user must know about this encoding (e.g. an input far
+            outside the model's intensity window; :func:`~AttriVAELib.inference.readback.intensity_note`).
     """
 
     mu: np.ndarray
@@ -46,6 +48,7 @@ class Encoding:
     attribute_names: list[str] = field(default_factory=list)
     attribute_units: list[str] = field(default_factory=list)
     label_names: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def latent(self) -> np.ndarray:
@@ -82,4 +85,6 @@ class Encoding:
             out["probabilities"] = {str(n): float(p) for n, p in zip(names, self.probabilities)}
             out["predicted_label"] = self.predicted_label
         out["model_grid"] = {"size": self.mapping.model.size[0], "spacing_mm": self.mapping.spacing_mm}
+        if self.notes:
+            out["notes"] = list(self.notes)
         return out

@@ -43,6 +43,7 @@ from AttriVAELib.core.errors import CheckpointError, ConfigError, InputError
 from AttriVAELib.data.io import Volume, check_volume, read_image, read_mask
 from AttriVAELib.data.preprocessing import Preprocessed, PreprocessSpec, preprocess, to_source_grid
 from AttriVAELib.inference.encoding import Dim, Encoding, ImageLike
+from AttriVAELib.inference.readback import ReadBack, intensity_note, read_back
 from AttriVAELib.nn.calibration import AttributeCalibration
 from AttriVAELib.nn.checkpoint import check_state_shapes, checkpoint_paths, load_checkpoint, split_prefix
 from AttriVAELib.nn.folded_decoder import OneDNNDecoder as _OneDNNDecoder
@@ -301,6 +302,9 @@ class AttriVAEModel:
                     mapping=pre.mapping, image=pre.image, mask=pre.mask,
                     attribute_names=self.attribute_names, attribute_units=self.attribute_units,
                     label_names=self.label_names))
+                note = intensity_note(self, out[-1])
+                if note:
+                    out[-1].notes.append(note)
         return out
 
     # ------------------------------------------------------------------ latent heads
@@ -392,6 +396,13 @@ class AttriVAEModel:
         if enabled:
             return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
         return nullcontext()
+
+    def read_back(self, image: np.ndarray, z: np.ndarray, what: str = "decoded image",
+                  dims: Sequence[int] | None = None) -> ReadBack:
+        """What a decoded model-grid ``image`` (N, N, N) shows when encoded again, beside what its code
+        ``z`` (L,) says (the class, and the attributes of ``dims``, default all), with one warning line
+        per disagreement (:mod:`AttriVAELib.inference.readback`)."""
+        return read_back(self, image, z, what, dims)
 
     def reconstruct(self, encoding: Encoding) -> np.ndarray:
         """(N, N, N) reconstruction of an encoded image (decode of μ)."""

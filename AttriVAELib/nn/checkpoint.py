@@ -44,7 +44,8 @@ def versions() -> dict[str, str]:
             "numpy": installed("numpy"), "python": platform.python_version()}
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """SHA-256 hex digest of a file, read in 1 MiB blocks."""
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
@@ -82,7 +83,7 @@ def save_checkpoint(location: str | os.PathLike, tensors: Mapping[str, torch.Ten
                 raise
             code = int(match.group(1))
             raise OSError(code, os.strerror(code), str(weights)) from None
-        digest = _sha256(tmp)
+        digest = file_sha256(tmp)
     atomic.write_json(sidecar, {**meta, "weights_file": weights.name, "sha256": digest})
     return weights
 
@@ -132,7 +133,7 @@ def load_checkpoint(location: str | os.PathLike, name: str = "model", verify: bo
             recorded = json.loads(sidecar.read_text()).get("sha256")
         except ValueError:
             raise CheckpointError(f"{sidecar}: not valid JSON") from None
-        if recorded != _sha256(weights):
+        if recorded != file_sha256(weights):
             raise CheckpointError(f"{weights}: weights do not match the checksum in {sidecar.name} "
                                   "(file modified or corrupt)")
     try:

@@ -2,10 +2,14 @@
 
 All terms are computed in float32, even when the forward pass ran under bf16 autocast.
 
-``total = reconstruction + kl + ar + reencoded_ar + classification + l1`` (+ ``measured``, which
-the trainer adds) where
+``total = reconstruction + kl + ar + reencoded_ar + classification + l1`` (+ ``measured`` and
+``consistency``, which the trainer adds) where
 
-- ``reconstruction``: SSE (or summed BCE) per sample, mean over the batch;
+- ``reconstruction``: SSE (or summed BCE) per sample, mean over the batch, plus
+  ``w_h·`` the same summed over each image's worst-reconstructed voxels (the top
+  ``hard_voxel_fraction`` of them; :func:`hard_voxel_loss`; off by default). A small structure the
+  decoder leaves out (a lesion of a few hundred voxels in 32³) costs the plain sum little; these
+  voxels are then its worst, and the extra weight makes drawing it pay;
 - ``kl``: ``β_t·|KL − C|`` with ``β_t`` linearly warmed up from 0 over ``kl_warmup_steps``;
 - ``ar``: ``γ·Σ_k L_k``, the AR-VAE sign loss on latent dims 0..K-1 (Pati & Lerch 2020);
 - ``reencoded_ar``: ``γ_r·Σ_k L_k`` of the same sign loss on the *reconstruction* encoded again
@@ -13,6 +17,8 @@ the trainer adds) where
   so that the encoder, trained on real images only, reads it back in the right order;
 - ``measured``: ``λ_m·`` the measured-thickness loss of :mod:`AttriVAELib.cohorts.brain.loss` (brain
   cohorts; off by default), added by the trainer, which holds its calibration;
+- ``consistency``: the image-latent consistency terms of :mod:`AttriVAELib.nn.consistency`
+  (re-encoded class, swapped codes; off by default), added by the trainer;
 - ``classification``: ``α·`` BCE-with-logits (binary) or cross-entropy (multiclass);
 - ``l1``: ``λ·Σ|θ|`` over the model's parameters.
 """
@@ -36,6 +42,7 @@ __all__ = [
     "AttriVAELoss",
     "kl_divergence",
     "reconstruction_loss",
+    "hard_voxel_loss",
     "attribute_regularization",
     "classification_loss",
     "l1_penalty",
@@ -53,6 +60,8 @@ class LossConfig:
     """Weights of the Attri-VAE loss terms (defaults: the paper's γ 200, δ 10, β 2, α 1)."""
 
     reconstruction: str = "sse"  # "sse" or "bce", summed per sample, mean over the batch
+    hard_voxel_weight: float = 0.0  # extra weight of the worst-reconstructed voxels (small structures)
+    hard_voxel_fraction: float = 0.005  # share of each image's voxels that counts as worst
     beta: float = 2.0
     capacity: float = 0.0  # C in β·|KL − C|
     kl_warmup_steps: int = 0  # β ramps linearly from 0 over this many optimizer steps
@@ -60,6 +69,9 @@ class LossConfig:
     delta: float = 10.0  # tanh sharpness of the AR loss
     reencoded_gamma: float = 0.0  # AR loss on the reconstruction re-encoded by the frozen encoder
     measured_gamma: float = 0.0  # measured-thickness loss on decoded brains (AttriVAELib.cohorts.brain.loss)
+    reencoded_alpha: float = 0.0  # class loss on the re-encoded reconstruction (AttriVAELib.nn.consistency)
+    swap_alpha: float = 0.0  # class consistency of decoded codes with swapped attribute dims
+    swap_gamma: float = 0.0  # AR loss on the same swapped codes, re-encoded
     alpha: float = 1.0  # classification weight
     class_weights: list[float] | None = None  # per class (binary: [w_neg, w_pos])
     l1: float = 0.0  # L1 weight penalty (reference code: 5e-5)
@@ -70,7 +82,10 @@ class LossConfig:
 
         if self.reconstruction not in RECONSTRUCTION_KINDS:
             fail(f"reconstruction must be one of {', '.join(RECONSTRUCTION_KINDS)}, got {self.reconstruction!r}")
-        for name in ("beta", "capacity", "gamma", "reencoded_gamma", "measured_gamma", "alpha", "l1"):
+        if not (0 < self.hard_voxel_fraction <= 1):
+            fail(f"hard_voxel_fraction must be in (0, 1], got {self.hard_voxel_fraction}")
+        for name in ("hard_voxel_weight", "beta", "capacity", "gamma", "reencoded_gamma", "measured_gamma",
+                     "reencoded_alpha", "swap_alpha", "swap_gamma", "alpha", "l1"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 fail(f"{name} must be a non-negative number, got {value}")
@@ -130,6 +145,16 @@ def reconstruction_loss(recon: Tensor, x: Tensor, kind: str = "sse", logits: Ten
     else:
         raise ConfigError(f"loss.reconstruction must be one of {', '.join(RECONSTRUCTION_KINDS)}, got {kind!r}")
     return per_voxel.reshape(per_voxel.shape[0], -1).sum(dim=1).mean()
+
+
+def hard_voxel_loss(recon: Tensor, x: Tensor, fraction: float) -> Tensor:
+    """Sum of the squared errors of each sample's worst ``fraction`` of voxels, mean over the batch.
+
+    recon, x: (B, C, D, H, W) → float32 scalar (at least one voxel per sample).
+    """
+    err = (recon.float() - x.float()).pow(2).reshape(recon.shape[0], -1)
+    k = max(1, int(round(fraction * err.shape[1])))
+    return err.topk(k, dim=1, sorted=False).values.sum(dim=1).mean()
 
 
 def attribute_regularization(z_reg: Tensor, attributes: Tensor, delta: float = 10.0) -> Tensor:
@@ -231,6 +256,8 @@ class AttriVAELoss:
         # Autocast off: every term below is computed in float32 from up-cast inputs.
         with torch.autocast(device_type=device.type, enabled=False):
             recon = reconstruction_loss(outputs["recon"], x, cfg.reconstruction, outputs.get("recon_logits"))
+            if cfg.hard_voxel_weight > 0:
+                recon = recon + cfg.hard_voxel_weight * hard_voxel_loss(outputs["recon"], x, cfg.hard_voxel_fraction)
             kl_raw = kl_divergence(outputs["mu"], outputs["logvar"])
             beta = cfg.beta_at(step)
             kl = beta * (kl_raw - cfg.capacity).abs() if beta > 0 else zero

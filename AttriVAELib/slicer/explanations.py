@@ -156,18 +156,20 @@ class ExplanationsMixin:
             task.report(0.0, "moving the encoding")
             result = self._guard("computing the counterfactual",
                                  lambda: make_counterfactual(self.model, enc, **kwargs))
+            checked = self.model.read_back(result.counterfactual, result.z_cf, "decoded counterfactual", result.dims)
             task.report(0.3, "resampling the counterfactual")
             counter = gridding.to_input_grid(result.counterfactual, enc.mapping, rescale=True, check=task.check)
             task.report(0.65, "resampling the difference")
             difference = gridding.to_input_grid(result.difference, enc.mapping, check=task.check)
-            return result, outputs.prepare(counter, task.check), outputs.prepare(difference, task.check)
+            return result, checked, outputs.prepare(counter, task.check), outputs.prepare(difference, task.check)
 
         def apply(computed):
-            result, counter, difference = computed
+            result, checked, counter, difference = computed
+            self.messages.extend(checked.warnings)
             outputs.write_counterfactual(self.scene, counter, input_node)
             yield
             node = outputs.show_difference(self.scene, difference, input_node, opacity)
-            self.last_counterfactual = result.summary(self.model)
+            self.last_counterfactual = {**result.summary(self.model), "read_back": checked.to_dict(self.model)}
             return node
 
         return Task("Counterfactual", work, apply)
@@ -212,16 +214,22 @@ class ExplanationsMixin:
         def work(task: Task):
             task.report(0.0, "decoding the frames")
             frames = self._decode(z, preview=False)
+            warned = [w for s in range(steps) for w in self.model.read_back(
+                frames[s], z[s], f"frame {s + 1} of the {name} traversal", [k]).warnings[:1]]
             volumes = []
             for s in range(steps):
                 task.report(0.1 + 0.9 * s / steps, f"resampling frame {s + 1} of {steps}")
                 volumes.append(gridding.to_input_grid(frames[s], enc.mapping, rescale=True, target=plan.geometry,
                                                       check=task.check))
-            return volumes
+            return volumes, warned
 
-        def apply(volumes):
+        def apply(computed):
+            volumes, warned = computed
             if plan.note:
                 self.messages.append(plan.note)
+            if warned:
+                self.messages.append(f"{len(warned)} of {steps} frames do not show what their code says, "
+                                     f"e.g. {warned[0]}")
             sequence = sequences.begin_traversal(self.scene, values, sequence_name, attribute=name, unit=unit)
             for s, value in enumerate(values):
                 sequences.add_traversal_item(sequence, volumes[s], float(value), sequence_name)

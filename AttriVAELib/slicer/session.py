@@ -284,12 +284,14 @@ class AttriVAESession(ExplanationsMixin, PanelViewsMixin, PersistenceMixin, Task
             encoding = self._guard("encoding", lambda: self.model.encode(volume, mask))
             task.report(0.5, "decoding")
             recon = self._decode(np.asarray(encoding.mu, dtype=np.float32)[None], False)[0]
+            notes = list(encoding.notes) + self.model.read_back(recon, encoding.mu, "reconstruction").warnings
             task.report(0.6, "resampling onto the input grid")
             volume = gridding.to_input_grid(recon, encoding.mapping, rescale=True, check=task.check)
-            return encoding, outputs.prepare(volume, task.check)
+            return encoding, outputs.prepare(volume, task.check), notes
 
         def apply(result):
-            encoding, reconstruction = result
+            encoding, reconstruction, notes = result
+            self.messages.extend(notes)
             self._input_node, self._mask_node = input_node, mask_node
             self.encoding = encoding
             self.latent = np.array(encoding.mu, dtype=np.float32)
@@ -376,6 +378,11 @@ class AttriVAESession(ExplanationsMixin, PanelViewsMixin, PersistenceMixin, Task
         """Decode latents; ``preview`` uses bf16 only where it is native and faster (the model decides)."""
         return self._guard("decoding", lambda: self.model.decode(z, preview=bool(preview)))
 
+    def _read_back_notes(self, image: np.ndarray, z: np.ndarray, enc) -> list[str]:
+        """Warnings where the decoded ``image`` does not show the class or the moved attributes ``z`` says."""
+        moved = [k for k in range(self.model.num_regularized) if abs(float(z[k]) - float(enc.mu[k])) > 1e-6]
+        return self.model.read_back(image, z, "decoded image", moved).warnings
+
     def update_reconstruction(self, *, preview: bool = False):
         """Decode the current latent vector into the persistent reconstruction node; return it."""
         self._require_encoding()
@@ -389,16 +396,59 @@ class AttriVAESession(ExplanationsMixin, PanelViewsMixin, PersistenceMixin, Task
         def work(task: Task):
             task.report(0.0, "decoding")
             recon = self._decode(z[None], preview)[0]
+            notes = [] if preview else self._read_back_notes(recon, z, enc)
             task.report(0.3, "resampling onto the input grid")
             volume = gridding.to_input_grid(recon, enc.mapping, rescale=True, check=task.check)
-            return outputs.prepare(volume, task.check)
+            return outputs.prepare(volume, task.check), notes
 
-        def apply(volume):
+        def apply(result):
+            volume, notes = result
+            self.messages.extend(notes)
             self.latent = z
             self.reconstruction_node = outputs.show_reconstruction(self.scene, volume, self.input_node)
             return self.reconstruction_node
 
         return Task("Decoding", work, apply)
+
+    # ------------------------------------------------------------------ outputs for other front ends (web viewer)
+    def output_node(self, role: str):
+        """The persistent output node of ``role`` (``"reconstruction"``, ``"counterfactual"``, ``"difference"``).
+
+        None when the scene has none yet (e.g. before the first :meth:`counterfactual`).
+        """
+        from AttriVAELib.slicer.mrml._common import _find_node
+
+        if role not in ("reconstruction", "counterfactual", "difference"):
+            raise ConfigError(f"unknown output role {role!r}; use reconstruction, counterfactual or difference")
+        return _find_node(self.scene, "vtkMRMLScalarVolumeNode", outputs.NODE_NAMES[role], role)
+
+    def traversal_frames(self) -> list[str]:
+        """The index values of the last :meth:`traversal`'s frames as text (``"12.5 mL"``); [] before one."""
+        from AttriVAELib.slicer.mrml.sequences import _browser_sequence
+
+        browser = self._traversal_browser
+        sequence = None if browser is None else _browser_sequence(browser)
+        if sequence is None:
+            return []
+        unit = sequence.GetIndexUnit()
+        return [f"{sequence.GetNthIndexValue(i)} {unit}".strip() for i in range(sequence.GetNumberOfDataNodes())]
+
+    def show_traversal_frame(self, item: int):
+        """Select frame ``item`` of the last :meth:`traversal`; return the proxy volume node showing it."""
+        from AttriVAELib.slicer.mrml import sequences
+
+        count = len(self.traversal_frames())
+        if not count:
+            raise ConfigError("no traversal yet; create one first")
+        if not 0 <= int(item) < count:
+            raise ConfigError(f"traversal frame {item} is outside 0..{count - 1}")
+        browser = self._traversal_browser
+        if getattr(self, "_sequences_logic", None) is None:  # one logic for all frames (it registers node classes)
+            self._sequences_logic = sequences._sequences_logic(self.scene)
+        browser.SetSelectedItemNumber(int(item))
+        if self._sequences_logic is not None:
+            self._sequences_logic.UpdateProxyNodesFromSequences(browser)
+        return browser.GetProxyNode(sequences._browser_sequence(browser))
 
     def ensure_reconstruction(self):
         """The reconstruction node of the current latent vector, decoded if it is missing from the scene."""

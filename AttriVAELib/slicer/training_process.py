@@ -53,6 +53,9 @@ def training_command(manifest: str | os.PathLike, out: str | os.PathLike, *, pre
                      epochs: int | None = None, device: str = "auto", python: str | None = None) -> list[str]:
     """The ``python -m AttriVAELib.cli train ... --quiet`` command line, after checking its inputs.
 
+    A cohort written by ``attrivae cohort`` holds its recommended settings in ``train.yaml``
+    (cropping to the mask, the field of view, augmentation); they are passed with ``--config``.
+
     Raises:
         ConfigError: missing manifest, an output folder that already holds files, an unknown
             preset or device, fewer than one epoch.
@@ -75,6 +78,9 @@ def training_command(manifest: str | os.PathLike, out: str | os.PathLike, *, pre
         raise ConfigError(f"unknown device {device!r}; use {', '.join(DEVICE_CHOICES)} or cuda:N")
     command = [python or sys.executable, "-m", "AttriVAELib.cli", "train", "--data", str(manifest),
                "--out", str(out), "--preset", preset, "--device", device, "--quiet"]
+    recipe = (manifest if manifest.is_dir() else manifest.parent) / "train.yaml"
+    if recipe.is_file():
+        command += ["--config", str(recipe)]
     if epochs is not None:
         if int(epochs) < 1:
             raise ConfigError(f"epochs must be at least 1 (got {epochs})")

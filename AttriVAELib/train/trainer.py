@@ -47,7 +47,7 @@ from AttriVAELib.train.config import dump_yaml, load_yaml, resolve_config
 from AttriVAELib.train.distributed import DistContext, init_distributed, log_main, state_digest
 from AttriVAELib.train.heldout import add_calibration, heldout_summary, latent_scores
 
-LOSS_TERMS = ("total", "reconstruction", "kl", "ar", "reencoded_ar", "measured", "classification", "l1")
+LOSS_TERMS = ("total", "reconstruction", "kl", "ar", "reencoded_ar", "measured", "consistency", "classification", "l1")
 
 
 def _epoch_seed(seed: int, epoch: int) -> int:
@@ -178,7 +178,7 @@ class Trainer:
         self.config["model"] = self.model_config.to_dict()
         self.loss_config = lcfg
         # The reconstruction is encoded again only where a loss term reads it.
-        self.reencode = lcfg.reencoded_gamma > 0 and k > 0
+        self.reencode = (lcfg.reencoded_gamma > 0 and k > 0) or (lcfg.reencoded_alpha > 0 and bool(mcfg["num_classes"]))
         torch.manual_seed(int(self.config["train"]["seed"]))
         self.model = AttriVAE(self.model_config).to(self.device)
         if self.config["train"]["init_from"] and not self.resuming:  # a resumed run has its own weights
@@ -344,7 +344,25 @@ class Trainer:
         with self._autocast():
             outputs = model(x, reencode=self.reencode)
         losses = self.criterion(outputs, x, attrs, labels, model=self.model, step=step)
-        return self._add_measured(losses, outputs, x, attrs)
+        return self._add_consistency(self._add_measured(losses, outputs, x, attrs), outputs, attrs, labels)
+
+    def _add_consistency(self, losses: dict[str, torch.Tensor], outputs: Mapping[str, torch.Tensor],
+                         attrs: torch.Tensor | None, labels: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        """``losses`` with the image-latent consistency terms (:mod:`AttriVAELib.nn.consistency`) added."""
+        from AttriVAELib.nn.consistency import reencoded_class_loss, swap_consistency
+
+        cfg = self.loss_config
+        term = torch.zeros((), device=losses["total"].device)
+        with self._autocast():
+            if cfg.reencoded_alpha > 0 and "recon_mu" in outputs and labels is not None and self.model.has_classifier:
+                term = term + cfg.reencoded_alpha * reencoded_class_loss(self.model, outputs["recon_mu"], labels,
+                                                                         cfg.class_weights)
+            if cfg.swap_alpha > 0 or cfg.swap_gamma > 0:
+                term = term + swap_consistency(self.model, outputs["z"], attrs, alpha=cfg.swap_alpha,
+                                               gamma=cfg.swap_gamma, delta=cfg.delta)
+        losses["consistency"] = term.float()
+        losses["total"] = losses["total"] + losses["consistency"]
+        return losses
 
     def _add_measured(self, losses: dict[str, torch.Tensor], outputs: Mapping[str, torch.Tensor], x: torch.Tensor,
                       attrs: torch.Tensor | None) -> dict[str, torch.Tensor]:
@@ -384,9 +402,10 @@ class Trainer:
             if bar is not None:
                 bar.update(1)
                 measured = f" meas {values['measured']:.2f}" if self.measured is not None else ""
+                consistency = f" cons {values['consistency']:.3f}" if values["consistency"] else ""
                 bar.set_postfix_str(f"ep {epoch + 1} loss {values['total']:.1f} rec {values['reconstruction']:.1f} "
                                     f"kl {values['kl']:.1f} ar {values['ar']:.2f}{measured} "
-                                    f"cls {values['classification']:.3f}", refresh=False)
+                                    f"cls {values['classification']:.3f}{consistency}", refresh=False)
         totals = torch.tensor([sums[k] for k in LOSS_TERMS] + [count], dtype=torch.float64)
         if self.ctx.enabled:
             dist.all_reduce(totals)
@@ -432,6 +451,7 @@ class Trainer:
             with self._autocast():
                 out = self.model(x, reencode=self.reencode)
             losses = self._add_measured(self.criterion(out, x, a, y, model=self.model, step=10**9), out, x, a)
+            losses = self._add_consistency(losses, out, a, y)
             n = x.shape[0]
             count += n
             for k in LOSS_TERMS:

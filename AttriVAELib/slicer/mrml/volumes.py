@@ -249,7 +249,7 @@ def load_volume_node(scene, path: str | os.PathLike, name: str | None = None, *,
 
     The node keeps its storage node, so Slicer's Save dialog knows the file. Errors: missing
     or unreadable file, a truncated file or an oversized header (:func:`~AttriVAELib.data.io.check_image_file`),
-    a 2D or multi-component image.
+    a 2D, 4D or multi-component image.
     """
     slicer = _slicer()
     _require_scene(scene)
@@ -259,7 +259,11 @@ def load_volume_node(scene, path: str | os.PathLike, name: str | None = None, *,
     suffix = _volume_suffix(path)
     if suffix is None:
         raise InputError(f"{path}: unsupported volume format; use one of {', '.join(_VOLUME_SUFFIXES)}")
-    check_image_file(path)  # Slicer's readers zero-fill a truncated file; refuse it before they see it
+    info = check_image_file(path)  # Slicer's readers zero-fill a truncated file; refuse it before they see it
+    if info is not None and len(info.size) > 3 and any(n > 1 for n in info.size[3:]):
+        # Slicer's archetype reader would keep the first frame without a word.
+        raise InputError(f"{path}: a {len(info.size)}D image ({' × '.join(map(str, info.size))}); "
+                         "give one 3D volume (e.g. one frame)")
     node = (slicer.vtkMRMLLabelMapVolumeNode if labelmap else slicer.vtkMRMLScalarVolumeNode)()
     node.SetName(name or path.name[: -len(suffix)])
     storage = slicer.vtkMRMLVolumeArchetypeStorageNode()

@@ -1,0 +1,1 @@
+"""Cohorts built from one's own images and segmentations by ``attrivae cohort`` (:mod:`.cohort`)."""

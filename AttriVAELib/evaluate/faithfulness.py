@@ -1,0 +1,281 @@
+"""Do the decoded images carry what the latent says? Class agreement, counterfactuals, the lesion dim.
+
+* :func:`reconstruction_agreement`: the model's classifier on the re-encoded reconstruction
+  ``cls(enc(dec(μ)))`` against the labels (AUC) and against its class on the input
+  (agreement), and the independent judge (:mod:`.judge`) on the reconstructions.
+* :func:`counterfactual_faithfulness`: for each subject the decoded counterfactual towards the
+  other class (binary) or the runner-up, by direction ``"a→b"``:
+
+  - ``valid_judge``: share the independent judge assigns to the target class;
+  - ``valid_encoder``: share the model's own encoder and classifier assign to it (it can be
+    fooled; shown beside the judge so a gap is visible);
+  - ``valid_measure`` (cohorts with lesion masks): towards a lesion class, share whose drawn
+    lesion (:func:`drawn_lesion`, beyond the reconstruction) reaches ``τ``, half the 10th
+    percentile of the true lesion volumes; towards class 0, share whose contrast inside the
+    subject's true lesion mask (mean minus the surrounding ring's) is below half the real one;
+  - ``lesion_mass_ratio`` (subjects with a lesion mask): the |difference|'s mass inside the
+    lesion mask dilated by one voxel ÷ the share a uniform map puts there;
+  - ``proximity_l1``: Σ|cf − rec| outside the dilated lesion ÷ Σ|rec| there (normalized L1),
+    so that "valid" cannot be bought by redrawing the whole image.
+* :func:`lesion_traversal`: the lesion dim's traversal re-measured as drawn lesion volume.
+
+A drawn lesion is read as intensity excess, ``V = Σ max(0, I − R − f)·dv / s``, over a reference
+``R`` of the same subject (its reconstruction, or the traversal's first step) with the scale
+``s`` (:func:`lesion_scale`) measured the same way on the real images: blur moves intensity but
+keeps its sum, so a lesion drawn softly still counts; the floor ``f`` (:data:`EXCESS_FLOOR`)
+keeps a faint brightening spread over the whole image from counting as a lesion.
+
+Images are compared on the model grid (N³); lesion masks are given there too.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from AttriVAELib.evaluate.localization import map_localization
+from AttriVAELib.train.heldout import macro_auc
+
+if TYPE_CHECKING:
+    from AttriVAELib.evaluate.judge import Judge
+    from AttriVAELib.inference.model import AttriVAEModel, Encoding
+
+#: Brightening (model intensities, [0, 1]) below which a voxel does not count as lesion.
+EXCESS_FLOOR = 0.1
+
+__all__ = ["EXCESS_FLOOR", "counterfactual_faithfulness", "drawn_lesion", "faithfulness_section", "judge_for",
+           "lesion_scale", "lesion_traversal", "reconstruction_agreement"]
+
+
+def _auc(labels: np.ndarray, probs: np.ndarray) -> float | None:
+    keep = labels >= 0
+    if len(set(labels[keep].tolist())) < 2:
+        return None
+    return float(macro_auc(labels[keep], probs[keep]))
+
+
+def reconstruction_agreement(model: AttriVAEModel, encodings: Sequence[Encoding], labels: np.ndarray,
+                             judge: Judge | None = None, batch_size: int = 16) -> dict[str, Any]:
+    """Class of the re-encoded reconstructions vs the labels and vs the inputs' class (see module doc)."""
+    labels = np.asarray(labels)
+    inputs = np.stack([e.probabilities for e in encodings])
+    recons = np.stack([model.reconstruct(e) for e in encodings])
+    again = np.concatenate([model.encode_arrays(recons[i:i + batch_size])["probabilities"]
+                            for i in range(0, len(recons), batch_size)])
+    out: dict[str, Any] = {
+        "auc_input": _auc(labels, inputs), "auc_reencoded": _auc(labels, again),
+        "agreement": float(np.mean(inputs.argmax(1) == again.argmax(1))),
+        "subjects": len(encodings),
+    }
+    if judge is not None:
+        real = judge.probabilities(np.stack([e.image for e in encodings]))
+        drawn = judge.probabilities(recons)
+        out.update(judge_auc_input=_auc(labels, real), judge_auc_reconstruction=_auc(labels, drawn),
+                   judge_agreement=float(np.mean(real.argmax(1) == drawn.argmax(1))))
+    return out
+
+
+def lesion_scale(encodings: Sequence[Encoding], lesions: Sequence[np.ndarray | None],
+                 volumes: Sequence[float]) -> float | None:
+    """Intensity excess per mL of lesion on real model-grid images (median over subjects with a lesion).
+
+    ``Σ_{lesion dilated by one voxel} max(0, I − median of the ring around it − f) · dv / V`` with ``dv`` the
+    model voxel's volume (mL) and ``V`` the subject's true lesion volume: blurring keeps this
+    sum, so it reads a lesion drawn at any sharpness. None with fewer than 3 such subjects.
+    """
+    ratios = []
+    for enc, lesion, volume in zip(encodings, lesions, volumes):
+        if lesion is None or not np.asarray(lesion).any() or not volume > 0:
+            continue
+        region = ndi.binary_dilation(np.asarray(lesion) > 0, iterations=1)
+        ring = ndi.binary_dilation(region, iterations=2) & ~region
+        if not ring.any():
+            continue
+        excess = float(np.clip(enc.image[region] - np.median(enc.image[ring]) - EXCESS_FLOOR, 0, None).sum())
+        excess *= _voxel_ml(enc)
+        ratios.append(excess / float(volume))
+    return float(np.median(ratios)) if len(ratios) >= 3 and np.median(ratios) > 0 else None
+
+
+def _voxel_ml(enc: Encoding) -> float:
+    return float(np.prod(enc.mapping.model.spacing)) / 1000.0
+
+
+def drawn_lesion(image: np.ndarray, reference: np.ndarray, enc: Encoding, scale: float) -> float:
+    """Lesion volume (mL) ``image`` draws beyond ``reference`` (same subject): ``Σ max(0, I − R − f)·dv / s``."""
+    excess = np.clip(np.asarray(image) - np.asarray(reference) - EXCESS_FLOOR, 0, None)
+    return float(excess.sum()) * _voxel_ml(enc) / scale
+
+
+def _contrast(image: np.ndarray, lesion: np.ndarray) -> float:
+    ring = ndi.binary_dilation(lesion, iterations=2) & ~lesion
+    return float(image[lesion].mean() - image[ring].mean()) if ring.any() else float("nan")
+
+
+def counterfactual_faithfulness(model: AttriVAEModel, encodings: Sequence[Encoding], labels: np.ndarray,
+                                lesions: Sequence[np.ndarray | None], judge: Judge | None = None,
+                                scale: float | None = None, threshold: float | None = None
+                                ) -> dict[str, dict[str, Any]]:
+    """Validity, localization and proximity of decoded counterfactuals, per direction (see module doc).
+
+    Args:
+        encodings, labels: the subjects and their class indices (−1: unknown, skipped).
+        lesions: each subject's lesion mask on the model grid, or None.
+        judge: the independent classifier (None: no judge numbers).
+        scale, threshold: :func:`lesion_scale` and ``τ`` (mL); both needed for ``valid_measure``.
+    """
+    from AttriVAELib.explain.counterfactual import class_statistics, counterfactual
+
+    stats = class_statistics(model)
+    rows: dict[str, list[dict[str, float]]] = {}
+    names = model.label_names or [str(i) for i in range(model.num_classes)]
+    for enc, label, lesion in zip(encodings, labels, lesions):
+        if label < 0:
+            continue
+        label = int(label)
+        target = next(int(c) for c in np.argsort(-enc.probabilities) if int(c) != label)  # the likeliest other
+        cf = counterfactual(model, enc, target_class=target, stats=stats)
+        row: dict[str, float] = {}
+        encoded = model.encode_arrays(cf.counterfactual[None])["probabilities"][0]
+        row["valid_encoder"] = float(int(np.argmax(encoded)) == target)
+        if judge is not None:
+            row["valid_judge"] = float(int(np.argmax(judge.probabilities(cf.counterfactual[None])[0])) == target)
+        has_lesion = lesion is not None and np.asarray(lesion).any()
+        if scale is not None and threshold is not None:
+            if target != 0:  # a lesion must appear: drawn beyond the reconstruction
+                row["drawn_lesion_ml"] = drawn_lesion(cf.counterfactual, cf.reconstruction, enc, scale)
+                row["valid_measure"] = float(row["drawn_lesion_ml"] >= threshold)
+            elif has_lesion:  # the subject's lesion must go: its contrast below half the real one
+                real = _contrast(enc.image, np.asarray(lesion) > 0)
+                row["valid_measure"] = float(_contrast(cf.counterfactual, np.asarray(lesion) > 0) < 0.5 * real)
+        region = None
+        if has_lesion:
+            region = ndi.binary_dilation(np.asarray(lesion) > 0, iterations=1)
+            score = map_localization(np.abs(cf.difference), region)
+            row["lesion_mass_ratio"] = 0.0 if score is None else score["mass_ratio"]
+            row["lesion_contrast_input"] = _contrast(enc.image, np.asarray(lesion) > 0)
+            row["lesion_contrast_reconstruction"] = _contrast(cf.reconstruction, np.asarray(lesion) > 0)
+            row["lesion_contrast_counterfactual"] = _contrast(cf.counterfactual, np.asarray(lesion) > 0)
+        outside = np.ones(cf.difference.shape, bool) if region is None else ~region
+        row["proximity_l1"] = float(np.abs(cf.difference[outside]).sum() / max(np.abs(cf.reconstruction[outside]).sum(),
+                                                                                1e-12))
+        rows.setdefault(f"{names[label]}→{names[target]}", []).append(row)
+    return {direction: _summarize(values) for direction, values in rows.items()}
+
+
+def lesion_traversal(model: AttriVAEModel, encodings: Sequence[Encoding], dim: int, value_range: tuple[float, float],
+                     scale: float, spread: float | None, steps: int = 9) -> dict[str, Any]:
+    """The lesion dim's traversal re-measured as drawn lesion volume (beyond its lowest step).
+
+    Spearman ρ of drawn volume vs the latent value over every (subject, step) pooled, and the
+    gain: the median over subjects of the drawn change across the sweep (least-squares slope ×
+    range, mL) ÷ ``spread`` (the lesion volume's 5–95 % spread among real subjects).
+    """
+    from AttriVAELib.evaluate.fidelity import spearman_rho
+
+    values = np.linspace(value_range[0], value_range[1], steps)
+    xs: list[float] = []
+    drawn: list[float] = []
+    changes: list[float] = []
+    for enc in encodings:
+        decoded = model.traverse(enc, dim, values)
+        row = [drawn_lesion(v, decoded[0], enc, scale) for v in decoded]
+        xs.extend(values.tolist())
+        drawn.extend(row)
+        slope = float(np.polyfit(values, row, 1)[0]) if np.ptp(row) > 0 else 0.0
+        changes.append(slope * (values[-1] - values[0]))
+    if not encodings:
+        return {}
+    change = float(np.median(changes))
+    return {"rho": spearman_rho(np.asarray(xs), drawn), "change_median_ml": change,
+            "drawn_max_median_ml": float(np.median(np.asarray(drawn).reshape(len(encodings), steps)[:, -1])),
+            "spread_ml": spread, "gain": None if not spread else change / spread, "subjects": len(encodings)}
+
+
+def _summarize(rows: list[dict[str, float]]) -> dict[str, Any]:
+    out: dict[str, Any] = {"subjects": len(rows)}
+    for key in sorted({k for r in rows for k in r}):
+        values = np.array([r[key] for r in rows if key in r and np.isfinite(r[key])])
+        if not len(values):
+            continue
+        if key.startswith("valid_"):
+            out[key] = float(values.mean())
+        else:
+            out[f"{key}_median"] = float(np.median(values))
+    return out
+
+
+def judge_for(model: AttriVAEModel, manifest: Any, class_index: Callable[[Sequence[Any]], np.ndarray], *,
+              epochs: int = 20, seed: int = 0, log: Callable[[str], None] | None = None) -> Judge | None:
+    """The independent judge trained on the model-grid images of ``manifest``'s train split (None without one)."""
+    from AttriVAELib.data.dataset import CohortDataset
+    from AttriVAELib.data.manifest import find_split, load_split
+    from AttriVAELib.evaluate.judge import train_judge
+
+    if find_split(manifest) is None or not model.has_classifier:
+        return None
+    subjects = load_split(manifest, create=False).get("train") or []
+    if len(subjects) < 10:
+        return None
+    dataset = CohortDataset(manifest, subjects, model.spec)
+    labels = class_index(dataset.records)
+    if len(set(labels[labels >= 0].tolist())) < 2:
+        return None
+    if log is not None:
+        log(f"training the independent judge (a plain 3D CNN) on {len(subjects)} real training images")
+    return train_judge(dataset.images, labels, max(model.num_classes, 2), epochs=epochs, seed=seed, log=log)
+
+
+def faithfulness_section(model: AttriVAEModel, encodings: Sequence[Encoding], labels: np.ndarray,
+                         lesions: Sequence[np.ndarray | None], judge: Judge | None, *,
+                         lesion_dim: int | None = None, lesion_volumes: np.ndarray | None = None,
+                         lesion_range: tuple[float, float] | None = None, subjects: int = 40,
+                         traversal_subjects: int = 6, traversal_steps: int = 9,
+                         log: Callable[[str], None] = print) -> dict[str, Any]:
+    """``metrics.json``'s ``faithfulness``: reconstruction class, counterfactuals, the lesion traversal.
+
+    Counterfactuals are made for up to ``subjects`` labelled subjects, as many of each class as
+    there are (the first ones in split order). The lesion measures need the lesion masks, the
+    true lesion volumes and the lesion dim (``lesion_dim``, swept over ``lesion_range``).
+    """
+    out: dict[str, Any] = {"judge": "plain 3D CNN trained on the real training images" if judge else None}
+    out["reconstruction_class"] = rc = reconstruction_agreement(model, encodings, labels, judge)
+    log("class of re-encoded reconstructions: AUC {} (inputs {}), agreement {:.0%}".format(
+        _fmt(rc["auc_reencoded"]), _fmt(rc["auc_input"]), rc["agreement"])
+        + ("" if judge is None else "; judge AUC on inputs {} / reconstructions {}".format(
+            _fmt(rc["judge_auc_input"]), _fmt(rc["judge_auc_reconstruction"]))))
+    scale = threshold = None
+    if lesion_volumes is not None:
+        scale = lesion_scale(encodings, lesions, lesion_volumes)
+        positive = np.asarray(lesion_volumes)[np.asarray(lesion_volumes) > 0]
+        threshold = 0.5 * float(np.percentile(positive, 10)) if len(positive) >= 3 else None
+        out.update(lesion_scale=scale, lesion_threshold_ml=threshold)
+    classes = sorted({int(c) for c in labels if c >= 0})
+    per_class = max(1, subjects // max(len(classes), 1))
+    chosen = [int(i) for c in classes for i in np.flatnonzero(labels == c)[:per_class]]
+    out["counterfactual"] = counterfactual_faithfulness(
+        model, [encodings[i] for i in chosen], labels[chosen], [lesions[i] for i in chosen], judge, scale, threshold)
+    for direction, v in out["counterfactual"].items():
+        log(f"counterfactual {direction}: valid for the judge {_pct(v.get('valid_judge'))}, for the model's "
+            f"encoder {_pct(v.get('valid_encoder'))}, by the lesion measure {_pct(v.get('valid_measure'))}; "
+            f"mass in lesion ÷ uniform {_fmt(v.get('lesion_mass_ratio_median'))}, "
+            f"L1 change outside {_fmt(v.get('proximity_l1_median'))} ({v['subjects']} subjects)")
+    if scale is not None and lesion_dim is not None and lesion_range is not None and traversal_subjects:
+        healthy = [encodings[i] for i in np.flatnonzero(np.asarray(lesion_volumes) == 0)[:traversal_subjects]]
+        spread = float(np.subtract(*np.percentile(lesion_volumes, [95, 5])))
+        out["lesion_traversal"] = lt = lesion_traversal(model, healthy, lesion_dim, lesion_range, scale, spread,
+                                                        traversal_steps)
+        if lt:
+            log(f"lesion traversal: drawn lesion volume ρ {lt['rho']:.2f}, gain {_fmt(lt['gain'])} "
+                f"(largest drawn {lt['drawn_max_median_ml']:.2f} mL; {lt['subjects']} subjects without a lesion)")
+    return out
+
+
+def _fmt(value: float | None) -> str:
+    return "–" if value is None else f"{value:.2f}"
+
+
+def _pct(value: float | None) -> str:
+    return "–" if value is None else f"{value:.0%}"
