@@ -2,9 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
+import locale
 from pathlib import Path
+from typing import Iterator
 
 import pytest
+
+
+@contextlib.contextmanager
+def kept_locale() -> Iterator[None]:
+    """Restore the process's locale after the block. GDCM's DICOM writer (SimpleITK) switches it to "C"
+    and leaves it there, after which Python's default text encoding is ASCII for every later test."""
+    saved = locale.setlocale(locale.LC_ALL)
+    try:
+        yield
+    finally:
+        locale.setlocale(locale.LC_ALL, saved)
 
 
 @pytest.fixture(scope="session")

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from conftest import kept_locale
 
 from AttriVAELib.cli.main import main
 from AttriVAELib.core.errors import ConfigError
@@ -193,7 +194,8 @@ def _write_dicom_series(image: sitk.Image, folder: Path, uid: str) -> None:
         plane.SetMetaData("0020|0032", "\\".join(f"{v:.6f}" for v in image.TransformIndexToPhysicalPoint((0, 0, k))))
         plane.SetMetaData("0020|0013", str(k + 1))
         writer.SetFileName(str(folder / f"IM{k:04d}.dcm"))
-        writer.Execute(plane)
+        with kept_locale():
+            writer.Execute(plane)
 
 
 def test_pairs_dicom_series_folders_and_measures_them(tmp_path: Path):

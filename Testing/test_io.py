@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from conftest import kept_locale
 
 from AttriVAELib.core.errors import InputError
 from AttriVAELib.data.io import Geometry, Volume, read_image, read_mask, read_sitk, write_image
@@ -64,7 +65,8 @@ def test_dicom_series_folder(tmp_path: Path) -> None:
         s.SetMetaData("0020|0013", str(k))
         s.SetMetaData("0018|0050", str(image.GetSpacing()[2]))
         writer.SetFileName(str(folder / f"slice{k:03d}.dcm"))
-        writer.Execute(s)
+        with kept_locale():
+            writer.Execute(s)
     back = read_image(folder)
     assert back.geometry.size == volume.geometry.size
     np.testing.assert_allclose(back.geometry.direction, volume.geometry.direction, atol=1e-4)

@@ -240,3 +240,39 @@ class ExplanationsMixin:
             return sequence
 
         return Task("Traversal", work, apply)
+
+    # ------------------------------------------------------------------ outputs for other front ends (web viewer)
+    def output_node(self, role: str):
+        """The persistent output node of ``role`` (``"reconstruction"``, ``"counterfactual"``, ``"difference"``).
+
+        None when the scene has none yet (e.g. before the first :meth:`counterfactual`).
+        """
+        from AttriVAELib.slicer.mrml._common import _find_node
+
+        if role not in ("reconstruction", "counterfactual", "difference"):
+            raise ConfigError(f"unknown output role {role!r}; use reconstruction, counterfactual or difference")
+        return _find_node(self.scene, "vtkMRMLScalarVolumeNode", outputs.NODE_NAMES[role], role)
+
+    def traversal_frames(self) -> list[str]:
+        """The index values of the last :meth:`traversal`'s frames as text (``"12.5 mL"``); [] before one."""
+        browser = self._traversal_browser
+        sequence = None if browser is None else sequences._browser_sequence(browser)
+        if sequence is None:
+            return []
+        unit = sequence.GetIndexUnit()
+        return [f"{sequence.GetNthIndexValue(i)} {unit}".strip() for i in range(sequence.GetNumberOfDataNodes())]
+
+    def show_traversal_frame(self, item: int):
+        """Select frame ``item`` of the last :meth:`traversal`; return the proxy volume node showing it."""
+        count = len(self.traversal_frames())
+        if not count:
+            raise ConfigError("no traversal yet; create one first")
+        if not 0 <= int(item) < count:
+            raise ConfigError(f"traversal frame {item} is outside 0..{count - 1}")
+        browser = self._traversal_browser
+        if getattr(self, "_sequences_logic", None) is None:  # one logic for all frames (it registers node classes)
+            self._sequences_logic = sequences._sequences_logic(self.scene)
+        browser.SetSelectedItemNumber(int(item))
+        if self._sequences_logic is not None:
+            self._sequences_logic.UpdateProxyNodesFromSequences(browser)
+        return browser.GetProxyNode(sequences._browser_sequence(browser))

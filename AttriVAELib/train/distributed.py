@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistContext", "init_distributed", "log_main", "state_digest"]
+__all__ = ["DistContext", "close_distributed", "init_distributed", "log_main", "state_digest"]
 
 
 @dataclass
@@ -23,6 +23,7 @@ class DistContext:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    owns_group: bool = False  # the process group was created here, so it is destroyed here
 
     @property
     def enabled(self) -> bool:
@@ -38,10 +39,23 @@ def init_distributed(device_request: str) -> DistContext:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return DistContext()
-    if not dist.is_initialized():
+    owns = not dist.is_initialized()
+    if owns:
         use_cuda = device_request != "cpu" and torch.cuda.is_available()
         dist.init_process_group(backend="nccl" if use_cuda else "gloo")
-    return DistContext(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+    return DistContext(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")), owns)
+
+
+def close_distributed(ctx: DistContext) -> None:
+    """Leave together, then destroy the process group this module created.
+
+    Left to the interpreter's exit, gloo's teardown can race its own threads and abort the
+    process ("terminate called without an active exception") after a successful run.
+    """
+    if ctx.enabled and dist.is_initialized():
+        dist.barrier()
+        if ctx.owns_group:
+            dist.destroy_process_group()
 
 
 def log_main(msg: str, ctx: DistContext) -> None:

@@ -44,7 +44,7 @@ from AttriVAELib.nn.checkpoint import (load_checkpoint, optimizer_from_tensors, 
                                        split_prefix)
 from AttriVAELib.nn.model import class_probabilities
 from AttriVAELib.train.config import dump_yaml, load_yaml, resolve_config
-from AttriVAELib.train.distributed import DistContext, init_distributed, log_main, state_digest
+from AttriVAELib.train.distributed import DistContext, close_distributed, init_distributed, log_main, state_digest
 from AttriVAELib.train.heldout import add_calibration, heldout_summary, latent_scores
 
 LOSS_TERMS = ("total", "reconstruction", "kl", "ar", "reencoded_ar", "measured", "consistency", "classification", "l1")
@@ -679,10 +679,9 @@ def train(data: str | os.PathLike | None, out: str | os.PathLike, *, config: dic
             atomic.write_json(run_dir / "heldout.json", held)
             summary["heldout"] = held
         summary["run_dir"] = str(run_dir)
-        if ctx.enabled:
-            # Every rank leaves together: a rank tearing its process group down while rank 0 still
-            # calibrates can abort in gloo's teardown ("terminate called without an active exception").
-            dist.barrier()
+        # Every rank leaves together (rank 0 may still be calibrating), and the process group is
+        # destroyed before the interpreter exits.
+        close_distributed(ctx)
         return summary
     except BaseException:
         if lock is not None and created and not any(p.name not in (".lock", ".lock.pid") for p in run_dir.iterdir()):
