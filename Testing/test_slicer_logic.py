@@ -205,7 +205,8 @@ def test_counterfactual_difference_is_signed_and_on_input_grid(session, input_no
     summary = session.last_counterfactual
     assert summary["dims"] and len(summary["probabilities_counterfactual"]) == 2
     lines = session.counterfactual_lines()
-    assert lines[0] == "Moved: " + ", ".join(summary["moved"]) and len(lines) == 2
+    assert lines[0] == "Moved: " + ", ".join(summary["moved"]) and lines[2].startswith("Its decoded image, read back")
+    assert len(lines) == 3 + len(summary["read_back"]["warnings"])
     assert lines[1] == "Class probabilities after: " + ", ".join(
         f"{p:.3f}" for p in summary["probabilities_counterfactual"])
 
@@ -615,5 +616,8 @@ def test_shipped_demo_model_works_offline(scene, monkeypatch):
     assert len(checked["probabilities_image"]) == 2 and len(checked["probabilities_code"]) == 2
     messages = session.pop_messages()
     assert all(w in messages and "\n" not in w for w in checked["warnings"])
+    lines = session.counterfactual_lines()  # the panel shows the read-back beside the code's probabilities
+    assert any(line.startswith("Its decoded image, read back: ") for line in lines)
+    assert lines[-len(checked["warnings"]):] == checked["warnings"] or not checked["warnings"]
     assert_same_grid(difference, node)
     assert np.abs(mrml.volume_from_node(difference).array).max() > 0

@@ -86,14 +86,19 @@ def attribute_estimate(summary: Mapping[str, Any], dim: int) -> float | None:
 
 
 def counterfactual_lines(result: Mapping[str, Any] | None) -> list[str]:
-    """``Moved: <dims>`` and, with a classifier, ``Class probabilities after: ...``; [] before any."""
+    """``Moved: <dims>``, with a classifier ``Class probabilities after: ...`` and what the decoded
+    image shows when read back, and one line per read-back disagreement; [] before any."""
     if not result:
         return []
     lines = ["Moved: " + ", ".join(result.get("moved", {}))]
     if result.get("probabilities_counterfactual"):
         probs = ", ".join(f"{p:.3f}" for p in result["probabilities_counterfactual"])
         lines.append(f"Class probabilities after: {probs}")
-    return lines
+    checked = result.get("read_back") or {}
+    if checked.get("probabilities_image"):
+        shown = ", ".join(f"{p:.3f}" for p in checked["probabilities_image"])
+        lines.append(f"Its decoded image, read back: {shown}")
+    return lines + list(checked.get("warnings") or [])
 
 
 class PanelViewsMixin:
