@@ -227,11 +227,10 @@ def run_traverse(args: argparse.Namespace) -> int:
 
 def _traversal_notes(enc: Any, steps: list[dict[str, Any]]) -> list[str]:
     """The input's notes, and the first read-back warning with the number of frames that have one."""
-    notes = list(enc.notes)
-    warned = [step["read_back"]["warnings"] for step in steps if step["read_back"]["warnings"]]
-    if warned:
-        notes.append(f"{len(warned)} of {len(steps)} frames do not show what their code says, e.g. {warned[0][0]}")
-    return notes
+    from AttriVAELib.inference.readback import frames_note
+
+    note = frames_note([step["read_back"]["warnings"] for step in steps])
+    return list(enc.notes) + ([note] if note else [])
 
 
 def add_explain_arguments(p: argparse.ArgumentParser) -> None:

@@ -61,7 +61,8 @@ def reconstruction_agreement(model: AttriVAEModel, encodings: Sequence[Encoding]
     """Class of the re-encoded reconstructions vs the labels and vs the inputs' class (see module doc)."""
     labels = np.asarray(labels)
     inputs = np.stack([e.probabilities for e in encodings])
-    recons = np.stack([model.reconstruct(e) for e in encodings])
+    mu = np.stack([e.mu for e in encodings])
+    recons = np.concatenate([model.decode(mu[i:i + batch_size]) for i in range(0, len(mu), batch_size)])
     again = np.concatenate([model.encode_arrays(recons[i:i + batch_size])["probabilities"]
                             for i in range(0, len(recons), batch_size)])
     out: dict[str, Any] = {

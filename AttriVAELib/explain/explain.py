@@ -98,7 +98,8 @@ def explain_encoding(model: AttriVAEModel, enc: Encoding, *, layer: str = "auto"
                 ig = latent_path_integrated_gradients(model, cf.z_cf, cf.z, steps=ig_steps)
     else:
         notes.append("the model has no classifier: no classifier map, counterfactual or integrated gradients")
-    read_back = {"reconstruction": model.read_back(model.reconstruct(enc), enc.mu, "reconstruction")}
+    reconstruction = cf.reconstruction if cf is not None else model.reconstruct(enc)  # decoded once
+    read_back = {"reconstruction": model.read_back(reconstruction, enc.mu, "reconstruction")}
     if cf is not None:
         read_back["counterfactual"] = model.read_back(cf.counterfactual, cf.z_cf, "decoded counterfactual", cf.dims)
     for checked in read_back.values():

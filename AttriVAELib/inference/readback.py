@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from AttriVAELib.inference.encoding import Encoding
     from AttriVAELib.inference.model import AttriVAEModel
 
-__all__ = ["ATTRIBUTE_TOLERANCE", "ReadBack", "intensity_note", "read_back"]
+__all__ = ["ATTRIBUTE_TOLERANCE", "ReadBack", "frames_note", "intensity_note", "read_back"]
 
 #: An attribute read back further than this share of its calibrated range from the code's value disagrees.
 ATTRIBUTE_TOLERANCE = 0.25
@@ -99,6 +99,15 @@ def read_back(model: AttriVAEModel, image: np.ndarray, z: np.ndarray, what: str 
                     f"the {what} reads back {name} {a_image[k]:.3g} {unit} while its code says "
                     f"{result.attributes_code[k]:.3g} {unit}: this model does not draw that value".replace("  ", " "))
     return result
+
+
+def frames_note(warnings: Sequence[Sequence[str]]) -> str | None:
+    """One line for a traversal: how many frames (``warnings``: each frame's read-back warnings)
+    do not show what their code says, with the first such warning; None when all do."""
+    warned = [w for w in warnings if w]
+    if not warned:
+        return None
+    return f"{len(warned)} of {len(warnings)} frames do not show what their code says, e.g. {warned[0][0]}"
 
 
 def intensity_note(model: AttriVAEModel, encoding: Encoding) -> str | None:

@@ -37,16 +37,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from AttriVAELib.nn.losses import attribute_regularization, classification_loss
+from AttriVAELib.nn.model import frozen_call
 
 __all__ = ["classify_frozen", "soft_classification_loss", "swap_consistency"]
 
 
 def classify_frozen(model: nn.Module, mu: Tensor) -> Tensor:
     """Classifier logits of ``mu`` (B, L) with the classifier's weights and statistics held fixed."""
-    head = model.classifier
-    state = {n: p.detach() for n, p in head.named_parameters()}
-    state.update({n: b.clone() for n, b in head.named_buffers()})
-    logits = torch.func.functional_call(head, state, (mu,))
+    logits = frozen_call(model.classifier, mu)
     return logits.squeeze(1) if model.config.num_classes == 2 else logits
 
 

@@ -285,10 +285,7 @@ class AttriVAE(nn.Module):
         """μ (B, L) of ``x`` through the encoder with its weights and BatchNorm statistics held
         fixed: gradients reach ``x`` (e.g. a reconstruction, hence the decoder) but no encoder weight,
         and the running statistics are not updated."""
-        path = _MuPath(self)
-        state = {n: p.detach() for n, p in path.named_parameters()}
-        state.update({n: b.clone() for n, b in path.named_buffers()})
-        return torch.func.functional_call(path, state, (x,))
+        return frozen_call(_MuPath(self), x)
 
     def forward(self, x: Tensor, reencode: bool = False) -> dict[str, Tensor]:
         """Returns ``mu``, ``logvar``, ``z`` (B, L), ``recon`` and ``recon_logits``
@@ -305,6 +302,14 @@ class AttriVAE(nn.Module):
         if logits is not None:
             out["logits"] = logits
         return out
+
+
+def frozen_call(module: nn.Module, *inputs: Tensor) -> Tensor:
+    """``module(*inputs)`` with its weights detached and its buffers copied: gradients reach the
+    inputs but no weight of ``module``, and BatchNorm's running statistics are not updated."""
+    state = {n: p.detach() for n, p in module.named_parameters()}
+    state.update({n: b.clone() for n, b in module.named_buffers()})
+    return torch.func.functional_call(module, state, inputs)
 
 
 class _MuPath(nn.Module):

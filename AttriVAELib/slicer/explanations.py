@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from AttriVAELib.core.errors import ConfigError
+from AttriVAELib.inference.readback import frames_note
 from AttriVAELib.slicer import gridding, mrml, outputs
 from AttriVAELib.slicer.mrml import sequences
 from AttriVAELib.slicer.tasks import Task
@@ -214,22 +215,18 @@ class ExplanationsMixin:
         def work(task: Task):
             task.report(0.0, "decoding the frames")
             frames = self._decode(z, preview=False)
-            warned = [w for s in range(steps) for w in self.model.read_back(
-                frames[s], z[s], f"frame {s + 1} of the {name} traversal", [k]).warnings[:1]]
+            note = frames_note([self.model.read_back(frames[s], z[s], f"frame {s + 1} of the {name} traversal",
+                                                     [k]).warnings for s in range(steps)])
             volumes = []
             for s in range(steps):
                 task.report(0.1 + 0.9 * s / steps, f"resampling frame {s + 1} of {steps}")
                 volumes.append(gridding.to_input_grid(frames[s], enc.mapping, rescale=True, target=plan.geometry,
                                                       check=task.check))
-            return volumes, warned
+            return volumes, note
 
         def apply(computed):
-            volumes, warned = computed
-            if plan.note:
-                self.messages.append(plan.note)
-            if warned:
-                self.messages.append(f"{len(warned)} of {steps} frames do not show what their code says, "
-                                     f"e.g. {warned[0]}")
+            volumes, note = computed
+            self.messages.extend(n for n in (plan.note, note) if n)
             sequence = sequences.begin_traversal(self.scene, values, sequence_name, attribute=name, unit=unit)
             for s, value in enumerate(values):
                 sequences.add_traversal_item(sequence, volumes[s], float(value), sequence_name)

@@ -179,6 +179,7 @@ class Trainer:
         self.loss_config = lcfg
         # The reconstruction is encoded again only where a loss term reads it.
         self.reencode = (lcfg.reencoded_gamma > 0 and k > 0) or (lcfg.reencoded_alpha > 0 and bool(mcfg["num_classes"]))
+        self.consistency = lcfg.reencoded_alpha > 0 or lcfg.swap_alpha > 0 or lcfg.swap_gamma > 0
         torch.manual_seed(int(self.config["train"]["seed"]))
         self.model = AttriVAE(self.model_config).to(self.device)
         if self.config["train"]["init_from"] and not self.resuming:  # a resumed run has its own weights
@@ -349,10 +350,13 @@ class Trainer:
     def _add_consistency(self, losses: dict[str, torch.Tensor], outputs: Mapping[str, torch.Tensor],
                          attrs: torch.Tensor | None, labels: torch.Tensor | None) -> dict[str, torch.Tensor]:
         """``losses`` with the image-latent consistency terms (:mod:`AttriVAELib.nn.consistency`) added."""
+        term = torch.zeros((), device=losses["total"].device)
+        if not self.consistency:  # off (the default): nothing to compute on this step
+            losses["consistency"] = term
+            return losses
         from AttriVAELib.nn.consistency import reencoded_class_loss, swap_consistency
 
         cfg = self.loss_config
-        term = torch.zeros((), device=losses["total"].device)
         with self._autocast():
             if cfg.reencoded_alpha > 0 and "recon_mu" in outputs and labels is not None and self.model.has_classifier:
                 term = term + cfg.reencoded_alpha * reencoded_class_loss(self.model, outputs["recon_mu"], labels,
