@@ -169,6 +169,23 @@ def test_lesion_on_model_grid(manifest, spec) -> None:
     assert image[lesion == 1].mean() > 0.8 > image[lesion == 0].mean()
 
 
+def test_lesion_channel_follows_the_spatial_augmentation_only(manifest, spec) -> None:
+    plain = CohortDataset(manifest, ["s0", "s1"], spec, lesions=True)
+    assert torch.equal(plain[0]["lesion"], torch.zeros(1, N, N, N))  # no lesion mask: zeros
+    cover = plain[1]["lesion"]
+    inside = torch.from_numpy(plain.lesion(1).astype(bool))[None]
+    assert float(cover[inside].min()) > 0.5 and float(cover.max()) <= 1.0
+    assert int((cover > 0).sum()) > int(inside.sum())  # dilated by one voxel
+    # A certain mirror along x plus certain intensity changes and noise: the lesion channel is
+    # mirrored exactly like the image and keeps its values.
+    augmentation = build_augmentation({"flip": 1.0, "flip_axes": [2], "intensity": 1.0, "noise": 1.0}, seed=0)
+    moved = CohortDataset(manifest, ["s0", "s1"], spec, lesions=True, augmentation=augmentation)[1]
+    assert torch.allclose(moved["lesion"], torch.flip(cover, dims=[3]), atol=1e-6)
+    image = moved["image"]
+    assert not torch.allclose(image, torch.flip(plain[1]["image"], dims=[3]), atol=1e-3)  # intensities changed
+    assert "lesion" not in CohortDataset(manifest, ["s1"], spec)[0]
+
+
 def test_augmentation_keeps_range_and_changes_image(manifest, scaler, spec) -> None:
     augmentation = build_augmentation({"flip": 1.0, "intensity": 1.0, "affine": 1.0}, seed=0)
     data = CohortDataset(manifest, ALL, spec, scaler=scaler, augmentation=augmentation)

@@ -194,6 +194,7 @@ def test_evaluate_writes_metrics_and_a_self_contained_report(tiny_run, tmp_path,
     for direction in faith["counterfactual"].values():
         assert 0 <= direction["valid_judge"] <= 1 and 0 <= direction["valid_encoder"] <= 1
         assert direction["proximity_l1_median"] >= 0
+        assert 0 <= direction.get("drawn_compactness_median", 0) <= 1 + 1e-9
     assert faith["lesion_scale"] is None or faith["lesion_scale"] > 0
     assert "auc_reencoded" in metrics["headline"]
     decoded = metrics["decoded_attributes"]

@@ -96,6 +96,34 @@ def test_drawn_lesion_reads_added_intensity_in_the_scale_of_real_lesions():
     assert drawn_lesion(blob, base, enc, scale) == pytest.approx(true_ml, rel=1e-5)
 
 
+def test_a_drawn_lesion_is_read_near_its_peak_only():
+    from AttriVAELib.evaluate.faithfulness import EXCESS_FLOOR, drawn_lesion, lesion_radius
+
+    enc = _model().encode(_phantom())
+    spacing = float(enc.mapping.model.spacing[0])
+    base = np.zeros((SIZE,) * 3, np.float32)
+    blob = base.copy()
+    blob[6:9, 6:9, 6:9] = 0.5
+    radius = 2.5 * spacing  # the 3³ blob lies within 1.8 voxels of its centre
+    assert drawn_lesion(blob, base, enc, 1.0, radius) == pytest.approx(drawn_lesion(blob, base, enc, 1.0), rel=1e-6)
+    # A brightening of the whole image counts everywhere without the radius, only in a small ball with it.
+    whole = base + 0.5
+    ball = drawn_lesion(whole, base, enc, 1.0, radius)
+    assert ball < 0.02 * drawn_lesion(whole, base, enc, 1.0)
+    full_ball = (0.5 - EXCESS_FLOOR) * float(np.prod(enc.mapping.model.spacing)) / 1000.0 * _ball_voxels(radius / spacing)
+    assert 0 < ball <= full_ball * (1 + 1e-5)  # a flat map's peak may lie at the border
+    # Twice the radius of a sphere of the median lesion volume; none without lesions.
+    assert lesion_radius([0.0, 0.001, 4.0 * np.pi / 3.0 / 1000.0, 1.0]) == pytest.approx(2.0)
+    assert lesion_radius([0.0, 0.0]) is None
+
+
+def _ball_voxels(radius: float) -> int:
+    """Voxels of a grid ball of ``radius`` voxels around a voxel far from the border."""
+    r = int(np.ceil(radius))
+    offsets = np.indices((2 * r + 1,) * 3) - r
+    return int(((offsets ** 2).sum(0) <= radius ** 2).sum())
+
+
 # --------------------------------------------------------------------------- the judge
 def test_the_judge_learns_a_separable_task_and_is_deterministic():
     from AttriVAELib.evaluate.judge import train_judge
@@ -144,6 +172,48 @@ def test_hard_voxel_loss_sums_the_worst_voxels():
     assert float(hard_voxel_loss(recon, x, 3 / 512)) == pytest.approx((1 + 4 + 9) / 2)
     with pytest.raises(Exception, match="hard_voxel_fraction"):
         LossConfig(hard_voxel_fraction=0.0).validate()
+
+
+def test_lesion_weighted_loss_counts_the_lesion_voxels_only():
+    from AttriVAELib.core.errors import ConfigError
+    from AttriVAELib.nn.losses import AttriVAELoss, LossConfig, lesion_weighted_loss
+
+    x = torch.zeros(2, 1, 8, 8, 8)
+    recon = torch.full_like(x, 0.5)
+    lesion = torch.zeros_like(x)
+    lesion[0, 0, 2:4, 2:4, 2] = 1.0  # 4 voxels in sample 0, none in sample 1
+    lesion[0, 0, 5, 5, 5] = 0.5  # a half-covered voxel counts half
+    assert float(lesion_weighted_loss(recon, x, lesion)) == pytest.approx(4.5 * 0.25 / 2)
+    outputs = {"recon": recon, "mu": torch.zeros(2, 4), "logvar": torch.zeros(2, 4), "z": torch.zeros(2, 4)}
+    plain = float(AttriVAELoss(LossConfig())(outputs, x)["reconstruction"])
+    weighted = AttriVAELoss(LossConfig(lesion_weight=10.0))
+    assert float(weighted(outputs, x, lesion=lesion)["reconstruction"]) == pytest.approx(plain + 10 * 4.5 * 0.25 / 2)
+    with pytest.raises(ConfigError, match="lesion masks"):
+        weighted(outputs, x)
+    with pytest.raises(ConfigError, match="lesion_weight"):
+        LossConfig(lesion_weight=-1.0).validate()
+
+
+def test_lesion_weight_needs_a_cohort_with_lesion_masks(tiny_cohort, tmp_path):
+    import shutil
+
+    from conftest import TINY_TRAIN
+
+    from AttriVAELib.core.errors import ConfigError
+    from AttriVAELib.train.config import resolve_config
+    from AttriVAELib.train.trainer import train
+
+    config = resolve_config("attri_vae", {**TINY_TRAIN, "train": {**TINY_TRAIN["train"], "epochs": 1},
+                                          "loss": {"lesion_weight": 10.0}})
+    train(tiny_cohort, tmp_path / "run", config=config, progress=False)  # the phantoms have lesion masks
+    assert AttriVAEModel.load(tmp_path / "run").meta["loss_config"]["lesion_weight"] == 10.0
+    cohort = shutil.copytree(tiny_cohort, tmp_path / "cohort")
+    lines = (cohort / "manifest.csv").read_text().splitlines()
+    column = lines[0].split(",").index("lesion")
+    (cohort / "manifest.csv").write_text("\n".join(
+        ",".join(v for j, v in enumerate(line.split(",")) if j != column) for line in lines) + "\n")
+    with pytest.raises(ConfigError, match="lesion_weight needs lesion masks"):
+        train(cohort, tmp_path / "run2", config=config, progress=False)
 
 
 def test_training_with_the_consistency_terms_logs_them(tiny_cohort, tmp_path):

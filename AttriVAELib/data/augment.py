@@ -1,8 +1,10 @@
 """Training-time augmentation of model-grid volumes with MONAI array transforms.
 
-Input and output are tensors of shape (1, N, N, N) = (channel, z, y, x) with values in
+Input and output are tensors of shape (C, N, N, N) = (channel, z, y, x) with values in
 [0, 1] on the isotropic model grid of :mod:`AttriVAELib.data.preprocessing`; the output is
-clipped to [0, 1] and is a plain :class:`torch.Tensor` (not a MONAI ``MetaTensor``).
+clipped to [0, 1] and is a plain :class:`torch.Tensor` (not a MONAI ``MetaTensor``). Channel 0
+is the image; further channels (e.g. a lesion mask) follow every spatial transform, and no
+intensity change touches them.
 
 Which augmentations keep which attributes (attribute k is tied to latent dim k, so an
 augmentation that changes an attribute without changing its target value teaches the
@@ -27,7 +29,7 @@ from typing import Any, Callable, Mapping
 
 import torch
 from monai.transforms import (Compose, RandAdjustContrast, RandAffine, RandFlip, RandGaussianNoise, RandRotate90,
-                              RandScaleIntensity, RandShiftIntensity, Transform)
+                              Randomizable, RandScaleIntensity, RandShiftIntensity, Transform)
 
 from AttriVAELib.core.errors import ConfigError
 
@@ -55,6 +57,25 @@ AUGMENTATION_OPTIONS: dict[str, Any] = {
 DEFAULT_AUGMENTATION: dict[str, Any] = {"flip": 0.5, "rot90": 0.5, "affine": 0.2, "intensity": 0.5}
 
 _PROBABILITIES = ("flip", "rot90", "affine", "intensity", "noise")
+
+
+class ImageChannelOnly(Randomizable, Transform):
+    """Apply an intensity transform to channel 0 (the image) and pass the other channels on."""
+
+    def __init__(self, transform: Randomizable) -> None:
+        self.transform = transform
+
+    def set_random_state(self, seed: int | None = None, state: Any = None) -> "ImageChannelOnly":
+        self.transform.set_random_state(seed=seed, state=state)
+        return self
+
+    def randomize(self, data: Any) -> None:  # the wrapped transform draws its own numbers
+        pass
+
+    def __call__(self, img: torch.Tensor) -> torch.Tensor:
+        img = torch.as_tensor(img)
+        changed = torch.as_tensor(self.transform(img[:1]))
+        return changed if img.shape[0] == 1 else torch.cat([changed, img[1:]])
 
 
 class ClipToUnitRange(Transform):
@@ -132,8 +153,8 @@ def build_augmentation(
             pipeline can be re-seeded later, e.g. per DataLoader worker.
 
     Returns:
-        A :class:`monai.transforms.Compose` mapping a (1, N, N, N) tensor in [0, 1] to a
-        (1, N, N, N) float tensor clipped to [0, 1], or None when nothing is enabled.
+        A :class:`monai.transforms.Compose` mapping a (C, N, N, N) tensor in [0, 1] to a
+        (C, N, N, N) float tensor clipped to [0, 1], or None when nothing is enabled.
 
     Raises:
         ConfigError: unknown option or invalid value.
@@ -159,12 +180,12 @@ def build_augmentation(
     if opts["intensity"] > 0:
         p = opts["intensity"]
         transforms += [
-            RandScaleIntensity(factors=opts["intensity_scale"], prob=p),
-            RandShiftIntensity(offsets=opts["intensity_shift"], prob=p),
-            RandAdjustContrast(prob=p, gamma=opts["contrast_gamma"]),
+            ImageChannelOnly(RandScaleIntensity(factors=opts["intensity_scale"], prob=p)),
+            ImageChannelOnly(RandShiftIntensity(offsets=opts["intensity_shift"], prob=p)),
+            ImageChannelOnly(RandAdjustContrast(prob=p, gamma=opts["contrast_gamma"])),
         ]
     if opts["noise"] > 0:
-        transforms.append(RandGaussianNoise(prob=opts["noise"], mean=0.0, std=opts["noise_std"]))
+        transforms.append(ImageChannelOnly(RandGaussianNoise(prob=opts["noise"], mean=0.0, std=opts["noise_std"])))
     if not transforms:
         return None
     pipeline = Compose([*transforms, ClipToUnitRange()])

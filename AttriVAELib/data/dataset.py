@@ -13,6 +13,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
+from scipy import ndimage as ndi
 from torch.utils.data import Dataset
 
 from AttriVAELib.core.errors import ConfigError
@@ -41,12 +42,16 @@ class CohortDataset(Dataset):
         progress: True shows a tqdm progress bar; a callable ``progress(done, total)`` is
             called after each subject instead (e.g. for a GUI progress bar).
         cache_dtype: ``torch.float16`` (default; error < 5e-4 on [0, 1]) or ``torch.float32``.
+        lesions: also give each subject's lesion mask (for a lesion-weighted reconstruction
+            term): the share of each model voxel the lesion covers, dilated by one voxel, and
+            moved by the same spatial augmentation as the image (zeros without a lesion mask).
 
     Items are dicts:
         ``image``: FloatTensor (1, N, N, N) in [0, 1];
         ``attributes``: FloatTensor (K,), scaled with ``scaler`` (raw without);
         ``label``: LongTensor () index into ``label_names``, -1 without a label;
-        ``index``: int, the position in this dataset; ``subject``: str.
+        ``index``: int, the position in this dataset; ``subject``: str;
+        with ``lesions``: ``lesion``: FloatTensor (1, N, N, N) in [0, 1].
 
     Raises:
         InputError: an image or mask is unreadable or unusable (the message names the file).
@@ -65,6 +70,7 @@ class CohortDataset(Dataset):
         workers: int = 0,
         progress: bool | ProgressCallback = False,
         cache_dtype: torch.dtype = torch.float16,
+        lesions: bool = False,
     ) -> None:
         if cache_dtype not in (torch.float16, torch.float32):
             raise ConfigError(f"cache_dtype must be torch.float16 or torch.float32 (got {cache_dtype})")
@@ -88,10 +94,10 @@ class CohortDataset(Dataset):
         self.labels = torch.as_tensor(manifest.labels(self.records), dtype=torch.long).reshape(len(self.records))
 
         self._mappings: list[GridMapping | None] = [None] * len(self.records)
-        self._images: torch.Tensor | None = None
-        if cache:
-            n = spec.size
-            self._images = torch.empty((len(self.records), 1, n, n, n), dtype=cache_dtype)
+        volumes = (len(self.records), 1, spec.size, spec.size, spec.size)
+        self._images: torch.Tensor | None = torch.empty(volumes, dtype=cache_dtype) if cache else None
+        self._lesions: torch.Tensor | None = torch.zeros(volumes, dtype=torch.float16) if lesions else None
+        if cache or lesions:
             self._fill_cache(workers, progress)
 
     # -- preprocessing -------------------------------------------------------------------
@@ -104,6 +110,9 @@ class CohortDataset(Dataset):
         self._mappings[i] = pre.mapping
         if self._images is not None:
             self._images[i, 0].copy_(torch.from_numpy(pre.image))
+        if self._lesions is not None and self.records[i].lesion is not None:
+            cover = self.lesion(i, "linear")
+            self._lesions[i, 0].copy_(torch.from_numpy(ndi.maximum_filter(cover, size=3)))
 
     def _fill_cache(self, workers: int, progress: bool | ProgressCallback) -> None:
         total = len(self.records)
@@ -162,15 +171,23 @@ class CohortDataset(Dataset):
     def __getitem__(self, i: int) -> dict[str, Any]:
         i = self._check_index(i)
         image = self.image(i)
+        lesion = None if self._lesions is None else self._lesions[i].to(torch.float32)
         if self.augmentation is not None:
-            image = torch.as_tensor(self.augmentation(image), dtype=torch.float32)
-        return {
+            if lesion is None:
+                image = torch.as_tensor(self.augmentation(image), dtype=torch.float32)
+            else:  # one spatial transform for both; intensity changes touch channel 0 only
+                both = torch.as_tensor(self.augmentation(torch.cat([image, lesion])), dtype=torch.float32)
+                image, lesion = both[:1], both[1:]
+        item = {
             "image": image,
             "attributes": self.attributes[i].clone(),
             "label": self.labels[i].clone(),
             "index": i,
             "subject": self.records[i].subject,
         }
+        if lesion is not None:
+            item["lesion"] = lesion
+        return item
 
     @property
     def images(self) -> torch.Tensor | None:
@@ -200,7 +217,8 @@ class CohortDataset(Dataset):
         """Subject ``i``'s lesion mask on the model grid, (N, N, N), or None without one.
 
         ``"nearest"`` gives uint8 {0, 1}; ``"linear"`` gives the float32 fraction of each
-        model voxel covered by the lesion. Read from disk on each call.
+        model voxel covered by the lesion. Read from disk on each call; an empty mask (a subject
+        without lesion) gives zeros.
         """
         i = self._check_index(i)
         record = self.records[i]
@@ -209,7 +227,7 @@ class CohortDataset(Dataset):
         mapping = self._mappings[i]
         if mapping is None:
             mapping = self._mappings[i] = self._preprocess(i).mapping
-        lesion = read_mask(record.lesion, reference=mapping.source)
+        lesion = read_mask(record.lesion, reference=mapping.source, allow_empty=True)
         return to_model_grid(lesion, mapping, interpolator)
 
     @staticmethod

@@ -300,11 +300,12 @@ def read_image(path: str | os.PathLike, *, dtype: type = np.float32) -> Volume:
     return volume
 
 
-def read_mask(path: str | os.PathLike, reference: Geometry | None = None) -> Volume:
+def read_mask(path: str | os.PathLike, reference: Geometry | None = None, allow_empty: bool = False) -> Volume:
     """Read a binary mask (any non-zero voxel is foreground).
 
     With ``reference``, the mask is resampled (nearest neighbour) onto the reference grid
-    when its grid differs, and an error is raised if it does not overlap that grid.
+    when its grid differs, and an error is raised if it does not overlap that grid. An empty
+    mask is an error unless ``allow_empty`` (e.g. the lesion mask of a subject without lesion).
     """
     path = Path(path)
     image, bad = _read_sitk(path)
@@ -316,7 +317,7 @@ def read_mask(path: str | os.PathLike, reference: Geometry | None = None) -> Vol
     if not np.isfinite(array).all():
         raise InputError(f"{path}: mask has NaN or infinite voxels")
     mask = array != 0
-    if not mask.any():
+    if not mask.any() and not allow_empty:
         where = " inside the image's extent" if reference is not None else ""
         raise InputError(f"{path}: mask is empty (no foreground voxels{where})")
     return Volume(mask.astype(np.uint8), Geometry.from_image(image))

@@ -11,8 +11,10 @@
     fooled; shown beside the judge so a gap is visible);
   - ``valid_measure`` (cohorts with lesion masks): towards a lesion class, share whose drawn
     lesion (:func:`drawn_lesion`, beyond the reconstruction) reaches ``τ``, half the 10th
-    percentile of the true lesion volumes; towards class 0, share whose contrast inside the
-    subject's true lesion mask (mean minus the surrounding ring's) is below half the real one;
+    percentile of the true lesion volumes, with at least :data:`MIN_COMPACTNESS` of the added
+    intensity in one lesion-sized ball (``drawn_compactness``); towards class 0, share whose
+    contrast inside the subject's true lesion mask (mean minus the surrounding ring's) is below
+    half the real one;
   - ``lesion_mass_ratio`` (subjects with a lesion mask): the |difference|'s mass inside the
     lesion mask dilated by one voxel ÷ the share a uniform map puts there;
   - ``proximity_l1``: Σ|cf − rec| outside the dilated lesion ÷ Σ|rec| there (normalized L1),
@@ -23,7 +25,9 @@ A drawn lesion is read as intensity excess, ``V = Σ max(0, I − R − f)·dv /
 ``R`` of the same subject (its reconstruction, or the traversal's first step) with the scale
 ``s`` (:func:`lesion_scale`) measured the same way on the real images: blur moves intensity but
 keeps its sum, so a lesion drawn softly still counts; the floor ``f`` (:data:`EXCESS_FLOOR`)
-keeps a faint brightening spread over the whole image from counting as a lesion.
+keeps a faint brightening spread over the whole image from counting as a lesion, and only the
+excess within a lesion-sized ball around its peak counts (:func:`lesion_radius`: twice the
+radius of the median true lesion), so brightening a whole organ does not either.
 
 Images are compared on the model grid (N³); lesion masks are given there too.
 """
@@ -45,8 +49,13 @@ if TYPE_CHECKING:
 #: Brightening (model intensities, [0, 1]) below which a voxel does not count as lesion.
 EXCESS_FLOOR = 0.1
 
-__all__ = ["EXCESS_FLOOR", "counterfactual_faithfulness", "drawn_lesion", "faithfulness_section", "judge_for",
-           "lesion_scale", "lesion_traversal", "reconstruction_agreement"]
+#: Share of a counterfactual's added intensity that must lie in one lesion-sized ball for the
+#: physical check to call it a lesion (a real lesion puts all of it there; a brightened ring
+#: around the whole wall a small part).
+MIN_COMPACTNESS = 0.5
+
+__all__ = ["EXCESS_FLOOR", "MIN_COMPACTNESS", "counterfactual_faithfulness", "drawn_lesion", "faithfulness_section", "judge_for",
+           "lesion_radius", "lesion_scale", "lesion_traversal", "reconstruction_agreement"]
 
 
 def _auc(labels: np.ndarray, probs: np.ndarray) -> float | None:
@@ -104,9 +113,34 @@ def _voxel_ml(enc: Encoding) -> float:
     return float(np.prod(enc.mapping.model.spacing)) / 1000.0
 
 
-def drawn_lesion(image: np.ndarray, reference: np.ndarray, enc: Encoding, scale: float) -> float:
-    """Lesion volume (mL) ``image`` draws beyond ``reference`` (same subject): ``Σ max(0, I − R − f)·dv / s``."""
-    excess = np.clip(np.asarray(image) - np.asarray(reference) - EXCESS_FLOOR, 0, None)
+def lesion_radius(volumes: Sequence[float]) -> float | None:
+    """Radius (mm) of the ball a drawn lesion is read in: twice that of a sphere of the median true
+    lesion volume (None without lesions)."""
+    positive = np.asarray(volumes, dtype=float)
+    positive = positive[positive > 0]
+    if not len(positive):
+        return None
+    return 2.0 * float(np.cbrt(3.0 * float(np.median(positive)) * 1000.0 / (4.0 * np.pi)))
+
+
+def _near_peak(excess: np.ndarray, enc: Encoding, radius_mm: float) -> np.ndarray:
+    """``excess`` kept within ``radius_mm`` of its peak (the maximum of its 3×3×3 mean)."""
+    peak = np.unravel_index(int(np.argmax(ndi.uniform_filter(excess, size=3))), excess.shape)
+    spacing = float(np.cbrt(_voxel_ml(enc) * 1000.0))  # the model grid is isotropic
+    offsets = np.indices(excess.shape) - np.reshape(peak, (-1, 1, 1, 1))
+    return np.where((offsets ** 2).sum(axis=0) * spacing ** 2 <= radius_mm ** 2, excess, 0.0)
+
+
+def drawn_lesion(image: np.ndarray, reference: np.ndarray, enc: Encoding, scale: float,
+                 radius_mm: float | None = None) -> float:
+    """Lesion volume (mL) ``image`` draws beyond ``reference`` (same subject): ``Σ max(0, I − R − f)·dv / s``.
+
+    With ``radius_mm`` only the excess within that distance of its peak counts: a lesion is
+    local, and a brightening spread over the whole image is not one.
+    """
+    excess = np.clip(np.squeeze(np.asarray(image) - np.asarray(reference)) - EXCESS_FLOOR, 0, None)
+    if radius_mm is not None and excess.any():
+        excess = _near_peak(excess, enc, radius_mm)
     return float(excess.sum()) * _voxel_ml(enc) / scale
 
 
@@ -117,8 +151,8 @@ def _contrast(image: np.ndarray, lesion: np.ndarray) -> float:
 
 def counterfactual_faithfulness(model: AttriVAEModel, encodings: Sequence[Encoding], labels: np.ndarray,
                                 lesions: Sequence[np.ndarray | None], judge: Judge | None = None,
-                                scale: float | None = None, threshold: float | None = None
-                                ) -> dict[str, dict[str, Any]]:
+                                scale: float | None = None, threshold: float | None = None,
+                                radius_mm: float | None = None) -> dict[str, dict[str, Any]]:
     """Validity, localization and proximity of decoded counterfactuals, per direction (see module doc).
 
     Args:
@@ -126,6 +160,7 @@ def counterfactual_faithfulness(model: AttriVAEModel, encodings: Sequence[Encodi
         lesions: each subject's lesion mask on the model grid, or None.
         judge: the independent classifier (None: no judge numbers).
         scale, threshold: :func:`lesion_scale` and ``τ`` (mL); both needed for ``valid_measure``.
+        radius_mm: a drawn lesion is read within this distance of its peak (:func:`lesion_radius`).
     """
     from AttriVAELib.explain.counterfactual import class_statistics, counterfactual
 
@@ -145,9 +180,12 @@ def counterfactual_faithfulness(model: AttriVAEModel, encodings: Sequence[Encodi
             row["valid_judge"] = float(int(np.argmax(judge.probabilities(cf.counterfactual[None])[0])) == target)
         has_lesion = lesion is not None and np.asarray(lesion).any()
         if scale is not None and threshold is not None:
-            if target != 0:  # a lesion must appear: drawn beyond the reconstruction
-                row["drawn_lesion_ml"] = drawn_lesion(cf.counterfactual, cf.reconstruction, enc, scale)
-                row["valid_measure"] = float(row["drawn_lesion_ml"] >= threshold)
+            if target != 0:  # a compact lesion must appear: drawn beyond the reconstruction
+                row["drawn_lesion_ml"] = drawn_lesion(cf.counterfactual, cf.reconstruction, enc, scale, radius_mm)
+                everywhere = drawn_lesion(cf.counterfactual, cf.reconstruction, enc, scale)
+                row["drawn_compactness"] = row["drawn_lesion_ml"] / everywhere if everywhere > 0 else 0.0
+                row["valid_measure"] = float(row["drawn_lesion_ml"] >= threshold
+                                             and row["drawn_compactness"] >= MIN_COMPACTNESS)
             elif has_lesion:  # the subject's lesion must go: its contrast below half the real one
                 real = _contrast(enc.image, np.asarray(lesion) > 0)
                 row["valid_measure"] = float(_contrast(cf.counterfactual, np.asarray(lesion) > 0) < 0.5 * real)
@@ -167,12 +205,14 @@ def counterfactual_faithfulness(model: AttriVAEModel, encodings: Sequence[Encodi
 
 
 def lesion_traversal(model: AttriVAEModel, encodings: Sequence[Encoding], dim: int, value_range: tuple[float, float],
-                     scale: float, spread: float | None, steps: int = 9) -> dict[str, Any]:
+                     scale: float, spread: float | None, steps: int = 9,
+                     radius_mm: float | None = None) -> dict[str, Any]:
     """The lesion dim's traversal re-measured as drawn lesion volume (beyond its lowest step).
 
     Spearman ρ of drawn volume vs the latent value over every (subject, step) pooled, and the
     gain: the median over subjects of the drawn change across the sweep (least-squares slope ×
-    range, mL) ÷ ``spread`` (the lesion volume's 5–95 % spread among real subjects).
+    range, mL) ÷ ``spread`` (the lesion volume's 5–95 % spread among real subjects). With
+    ``radius_mm`` a step's drawn lesion is read near its peak (:func:`drawn_lesion`).
     """
     from AttriVAELib.evaluate.fidelity import spearman_rho
 
@@ -182,7 +222,7 @@ def lesion_traversal(model: AttriVAEModel, encodings: Sequence[Encoding], dim: i
     changes: list[float] = []
     for enc in encodings:
         decoded = model.traverse(enc, dim, values)
-        row = [drawn_lesion(v, decoded[0], enc, scale) for v in decoded]
+        row = [drawn_lesion(v, decoded[0], enc, scale, radius_mm) for v in decoded]
         xs.extend(values.tolist())
         drawn.extend(row)
         slope = float(np.polyfit(values, row, 1)[0]) if np.ptp(row) > 0 else 0.0
@@ -247,27 +287,31 @@ def faithfulness_section(model: AttriVAEModel, encodings: Sequence[Encoding], la
         _fmt(rc["auc_reencoded"]), _fmt(rc["auc_input"]), rc["agreement"])
         + ("" if judge is None else "; judge AUC on inputs {} / reconstructions {}".format(
             _fmt(rc["judge_auc_input"]), _fmt(rc["judge_auc_reconstruction"]))))
-    scale = threshold = None
+    scale = threshold = radius = None
     if lesion_volumes is not None:
         scale = lesion_scale(encodings, lesions, lesion_volumes)
+        radius = lesion_radius(lesion_volumes)
         positive = np.asarray(lesion_volumes)[np.asarray(lesion_volumes) > 0]
         threshold = 0.5 * float(np.percentile(positive, 10)) if len(positive) >= 3 else None
-        out.update(lesion_scale=scale, lesion_threshold_ml=threshold)
+        out.update(lesion_scale=scale, lesion_threshold_ml=threshold, lesion_radius_mm=radius)
     classes = sorted({int(c) for c in labels if c >= 0})
     per_class = max(1, subjects // max(len(classes), 1))
     chosen = [int(i) for c in classes for i in np.flatnonzero(labels == c)[:per_class]]
     out["counterfactual"] = counterfactual_faithfulness(
-        model, [encodings[i] for i in chosen], labels[chosen], [lesions[i] for i in chosen], judge, scale, threshold)
+        model, [encodings[i] for i in chosen], labels[chosen], [lesions[i] for i in chosen], judge, scale, threshold,
+        radius)
     for direction, v in out["counterfactual"].items():
         log(f"counterfactual {direction}: valid for the judge {_pct(v.get('valid_judge'))}, for the model's "
             f"encoder {_pct(v.get('valid_encoder'))}, by the lesion measure {_pct(v.get('valid_measure'))}; "
             f"mass in lesion ÷ uniform {_fmt(v.get('lesion_mass_ratio_median'))}, "
-            f"L1 change outside {_fmt(v.get('proximity_l1_median'))} ({v['subjects']} subjects)")
+            + ("" if "drawn_compactness_median" not in v else
+               f"share of the added intensity in one lesion-sized ball {_fmt(v['drawn_compactness_median'])}, ")
+            + f"L1 change outside {_fmt(v.get('proximity_l1_median'))} ({v['subjects']} subjects)")
     if scale is not None and lesion_dim is not None and lesion_range is not None and traversal_subjects:
         healthy = [encodings[i] for i in np.flatnonzero(np.asarray(lesion_volumes) == 0)[:traversal_subjects]]
         spread = float(np.subtract(*np.percentile(lesion_volumes, [95, 5])))
         out["lesion_traversal"] = lt = lesion_traversal(model, healthy, lesion_dim, lesion_range, scale, spread,
-                                                        traversal_steps)
+                                                        traversal_steps, radius)
         if lt:
             log(f"lesion traversal: drawn lesion volume ρ {lt['rho']:.2f}, gain {_fmt(lt['gain'])} "
                 f"(largest drawn {lt['drawn_max_median_ml']:.2f} mL; {lt['subjects']} subjects without a lesion)")

@@ -8,9 +8,11 @@ without drawing the anatomy. The judge shares nothing with the model but the tra
       → concat(global mean, global max) (B, 64) → Linear → logits (B, C)
 
 It is trained from a fixed seed on the model-grid training images with mirror flips, quarter
-turns in the axial plane and a random Gaussian blur (σ up to 1 voxel), so that decoded
-images, which are smoother than real ones, are judged by what they show rather than by their
-sharpness. Its own score on the real held-out images is reported beside its verdicts.
+turns in the axial plane, a random Gaussian blur (σ up to 1 voxel) and a random brightness and
+contrast per image (``x·s + b``, s in [0.8, 1.25], b in [−0.1, 0.1]), so that decoded images,
+which are smoother than real ones, are judged by what they show rather than by their sharpness,
+and a brightening of the whole image is not read as a lesion. Its own score on the real
+held-out images is reported beside its verdicts.
 """
 
 from __future__ import annotations
@@ -64,13 +66,18 @@ def _blur(x: Tensor, sigma: float) -> Tensor:
 
 
 def _augment(x: Tensor, generator: torch.Generator) -> Tensor:
-    """Random flips of each axis, a quarter turn in the axial plane and a blur, per batch."""
+    """Random flips of each axis, a quarter turn in the axial plane and a blur, per batch; a
+    brightness and contrast change per image."""
     for axis in (2, 3, 4):
         if torch.rand((), generator=generator) < 0.5:
             x = x.flip(axis)
     turns = int(torch.randint(0, 4, (), generator=generator))
     x = torch.rot90(x, turns, dims=(3, 4))
-    return _blur(x, float(torch.rand((), generator=generator)))
+    x = _blur(x, float(torch.rand((), generator=generator)))
+    shape = (x.shape[0], 1, 1, 1, 1)
+    contrast = torch.exp((torch.rand(shape, generator=generator) * 2 - 1) * np.log(1.25)).to(x.dtype)
+    brightness = ((torch.rand(shape, generator=generator) * 2 - 1) * 0.1).to(x.dtype)
+    return x * contrast + brightness
 
 
 @dataclass

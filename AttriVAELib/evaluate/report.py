@@ -286,10 +286,10 @@ def _detail_tables(result: Mapping[str, Any]) -> str:
     if cf:
         parts.append(_table("Decoded counterfactuals (share valid; medians)",
                             ("direction", "judge", "own encoder", "lesion measure", "mass in lesion ÷ uniform",
-                             "L1 change outside the lesion", "n"),
+                             "added intensity in one lesion-sized ball", "L1 change outside the lesion", "n"),
                             [(d, _fmt(v.get("valid_judge")), _fmt(v.get("valid_encoder")), _fmt(v.get("valid_measure")),
-                              _fmt(v.get("lesion_mass_ratio_median"), 2), _fmt(v.get("proximity_l1_median")),
-                              v["subjects"]) for d, v in cf.items()]))
+                              _fmt(v.get("lesion_mass_ratio_median"), 2), _fmt(v.get("drawn_compactness_median")),
+                              _fmt(v.get("proximity_l1_median")), v["subjects"]) for d, v in cf.items()]))
     loc = result.get("localization") or {}
     if loc:
         parts.append(_table(f"Localization (subjects with a lesion; Grad-CAM layer {_layer(result)})",

@@ -9,7 +9,9 @@ All terms are computed in float32, even when the forward pass ran under bf16 aut
   ``w_h·`` the same summed over each image's worst-reconstructed voxels (the top
   ``hard_voxel_fraction`` of them; :func:`hard_voxel_loss`; off by default). A small structure the
   decoder leaves out (a lesion of a few hundred voxels in 32³) costs the plain sum little; these
-  voxels are then its worst, and the extra weight makes drawing it pay;
+  voxels are then its worst, and the extra weight makes drawing it pay; plus ``w_l·`` the squared
+  error weighted by each image's lesion mask (:func:`lesion_weighted_loss`, cohorts that save
+  lesion masks; off by default), which makes drawing the lesion at its place pay;
 - ``kl``: ``β_t·|KL − C|`` with ``β_t`` linearly warmed up from 0 over ``kl_warmup_steps``;
 - ``ar``: ``γ·Σ_k L_k``, the AR-VAE sign loss on latent dims 0..K-1 (Pati & Lerch 2020);
 - ``reencoded_ar``: ``γ_r·Σ_k L_k`` of the same sign loss on the *reconstruction* encoded again
@@ -43,6 +45,7 @@ __all__ = [
     "kl_divergence",
     "reconstruction_loss",
     "hard_voxel_loss",
+    "lesion_weighted_loss",
     "attribute_regularization",
     "classification_loss",
     "l1_penalty",
@@ -62,6 +65,7 @@ class LossConfig:
     reconstruction: str = "sse"  # "sse" or "bce", summed per sample, mean over the batch
     hard_voxel_weight: float = 0.0  # extra weight of the worst-reconstructed voxels (small structures)
     hard_voxel_fraction: float = 0.005  # share of each image's voxels that counts as worst
+    lesion_weight: float = 0.0  # extra weight of the squared error inside the lesion masks (dilated)
     beta: float = 2.0
     capacity: float = 0.0  # C in β·|KL − C|
     kl_warmup_steps: int = 0  # β ramps linearly from 0 over this many optimizer steps
@@ -84,7 +88,7 @@ class LossConfig:
             fail(f"reconstruction must be one of {', '.join(RECONSTRUCTION_KINDS)}, got {self.reconstruction!r}")
         if not (0 < self.hard_voxel_fraction <= 1):
             fail(f"hard_voxel_fraction must be in (0, 1], got {self.hard_voxel_fraction}")
-        for name in ("hard_voxel_weight", "beta", "capacity", "gamma", "reencoded_gamma", "measured_gamma",
+        for name in ("hard_voxel_weight", "lesion_weight", "beta", "capacity", "gamma", "reencoded_gamma", "measured_gamma",
                      "reencoded_alpha", "swap_alpha", "swap_gamma", "alpha", "l1"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
@@ -155,6 +159,16 @@ def hard_voxel_loss(recon: Tensor, x: Tensor, fraction: float) -> Tensor:
     err = (recon.float() - x.float()).pow(2).reshape(recon.shape[0], -1)
     k = max(1, int(round(fraction * err.shape[1])))
     return err.topk(k, dim=1, sorted=False).values.sum(dim=1).mean()
+
+
+def lesion_weighted_loss(recon: Tensor, x: Tensor, lesion: Tensor) -> Tensor:
+    """Σ lesion·(recon − x)² per sample, mean over the batch; float32 scalar.
+
+    recon, x: (B, C, D, H, W); lesion: (B, 1, D, H, W) weights in [0, 1] (the lesion mask, 0
+    for a subject without one).
+    """
+    err = (recon.float() - x.float()).pow(2) * lesion.float()
+    return err.reshape(err.shape[0], -1).sum(dim=1).mean()
 
 
 def attribute_regularization(z_reg: Tensor, attributes: Tensor, delta: float = 10.0) -> Tensor:
@@ -249,7 +263,9 @@ class AttriVAELoss:
         labels: Tensor | None = None,
         model: nn.Module | None = None,
         step: int = 0,
+        lesion: Tensor | None = None,
     ) -> dict[str, Tensor]:
+        """``lesion``: (B, 1, D, H, W) lesion masks, needed when ``lesion_weight`` > 0."""
         cfg = self.config
         device = outputs["mu"].device
         zero = torch.zeros((), device=device)
@@ -258,6 +274,10 @@ class AttriVAELoss:
             recon = reconstruction_loss(outputs["recon"], x, cfg.reconstruction, outputs.get("recon_logits"))
             if cfg.hard_voxel_weight > 0:
                 recon = recon + cfg.hard_voxel_weight * hard_voxel_loss(outputs["recon"], x, cfg.hard_voxel_fraction)
+            if cfg.lesion_weight > 0:
+                if lesion is None:
+                    raise ConfigError("loss.lesion_weight > 0 needs the lesion masks passed to the loss")
+                recon = recon + cfg.lesion_weight * lesion_weighted_loss(outputs["recon"], x, lesion)
             kl_raw = kl_divergence(outputs["mu"], outputs["logvar"])
             beta = cfg.beta_at(step)
             kl = beta * (kl_raw - cfg.capacity).abs() if beta > 0 else zero

@@ -249,7 +249,12 @@ class Trainer:
         dcfg = self.config["data"]
         self.spec = PreprocessSpec.from_dict(dcfg["preprocess"])
         self.augmentation = build_augmentation(dcfg["augmentation"]) if dcfg["augmentation"] else None
-        common = dict(spec=self.spec, scaler=self.scaler, cache=bool(dcfg["cache"]), workers=int(dcfg["workers"]))
+        lesions = self.loss_config.lesion_weight > 0
+        if lesions and not any(r.lesion is not None for r in self.manifest.subset(self.split["train"])):
+            raise ConfigError("loss.lesion_weight needs lesion masks, but no training subject in the manifest "
+                              "has one (its lesion column)")
+        common = dict(spec=self.spec, scaler=self.scaler, cache=bool(dcfg["cache"]), workers=int(dcfg["workers"]),
+                      lesions=lesions)
         self.log(f"preprocessing {len(self.split['train'])} train + {len(self.split['val'])} val subjects "
                  f"into {self.spec.size}³")
         self.train_set = CohortDataset(self.manifest, self.split["train"], augmentation=self.augmentation,
@@ -340,11 +345,17 @@ class Trainer:
         labels = batch["label"].to(self.device) if self.model_config.num_classes else None
         return x, attrs, labels
 
+    def _lesion(self, batch: Mapping[str, Any]) -> torch.Tensor | None:
+        """The batch's lesion masks on the device (B, 1, N, N, N), or None when the loss needs none."""
+        if "lesion" not in batch:
+            return None
+        return batch["lesion"].to(self.device, non_blocking=True)
+
     def _step_losses(self, model: Callable, batch: Mapping[str, Any], step: int) -> dict[str, torch.Tensor]:
         x, attrs, labels = self._batch_to_device(batch)
         with self._autocast():
             outputs = model(x, reencode=self.reencode)
-        losses = self.criterion(outputs, x, attrs, labels, model=self.model, step=step)
+        losses = self.criterion(outputs, x, attrs, labels, model=self.model, step=step, lesion=self._lesion(batch))
         return self._add_consistency(self._add_measured(losses, outputs, x, attrs), outputs, attrs, labels)
 
     def _add_consistency(self, losses: dict[str, torch.Tensor], outputs: Mapping[str, torch.Tensor],
@@ -454,7 +465,8 @@ class Trainer:
             x, a, y = self._batch_to_device(batch)
             with self._autocast():
                 out = self.model(x, reencode=self.reencode)
-            losses = self._add_measured(self.criterion(out, x, a, y, model=self.model, step=10**9), out, x, a)
+            losses = self.criterion(out, x, a, y, model=self.model, step=10**9, lesion=self._lesion(batch))
+            losses = self._add_measured(losses, out, x, a)
             losses = self._add_consistency(losses, out, a, y)
             n = x.shape[0]
             count += n
