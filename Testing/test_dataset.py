@@ -13,7 +13,7 @@ import torch
 from AttriVAELib.core.errors import ConfigError, InputError
 from AttriVAELib.data.augment import DEFAULT_AUGMENTATION, build_augmentation
 from AttriVAELib.data.dataset import CohortDataset
-from AttriVAELib.data.io import Geometry, Volume, write_image
+from AttriVAELib.data.io import Geometry, Volume, read_image, write_image
 from AttriVAELib.data.manifest import AttributeScaler, load_manifest
 from AttriVAELib.data.preprocessing import GridMapping, PreprocessSpec, preprocess_file, to_source_grid
 
@@ -152,6 +152,22 @@ def test_unreadable_file_error_names_the_file(cohort, tmp_path, spec) -> None:
     manifest = load_manifest(copy / "manifest.csv")
     with pytest.raises(InputError, match="s4.nii.gz"):
         CohortDataset(manifest, ALL, spec, workers=2)
+
+
+@pytest.mark.parametrize("content", [b"not an image", "nan"])
+def test_a_bad_lesion_mask_error_names_the_file(cohort, tmp_path, spec, content) -> None:
+    copy = tmp_path / "copy"
+    shutil.copytree(cohort, copy)
+    lesion = copy / "s1_lesion.nii.gz"
+    if content == "nan":
+        mask = read_image(lesion)
+        write_image(Volume(np.full(mask.array.shape, np.nan, np.float32), mask.geometry), lesion)
+    else:
+        lesion.write_bytes(content)
+    manifest = load_manifest(copy / "manifest.csv")
+    CohortDataset(manifest, ALL, spec)  # the lesion masks are read only when asked for
+    with pytest.raises(InputError, match="s1_lesion.nii.gz"):
+        CohortDataset(manifest, ALL, spec, lesions=True)
 
 
 def test_scaler_for_other_attributes_is_config_error(manifest, spec) -> None:

@@ -54,8 +54,8 @@ EXCESS_FLOOR = 0.1
 #: around the whole wall a small part).
 MIN_COMPACTNESS = 0.5
 
-__all__ = ["EXCESS_FLOOR", "MIN_COMPACTNESS", "counterfactual_faithfulness", "drawn_lesion", "faithfulness_section", "judge_for",
-           "lesion_radius", "lesion_scale", "lesion_traversal", "reconstruction_agreement"]
+__all__ = ["EXCESS_FLOOR", "MIN_COMPACTNESS", "counterfactual_faithfulness", "drawn_lesion", "faithfulness_section",
+           "judge_for", "lesion_radius", "lesion_scale", "lesion_traversal", "reconstruction_agreement"]
 
 
 def _auc(labels: np.ndarray, probs: np.ndarray) -> float | None:
@@ -123,12 +123,24 @@ def lesion_radius(volumes: Sequence[float]) -> float | None:
     return 2.0 * float(np.cbrt(3.0 * float(np.median(positive)) * 1000.0 / (4.0 * np.pi)))
 
 
-def _near_peak(excess: np.ndarray, enc: Encoding, radius_mm: float) -> np.ndarray:
-    """``excess`` kept within ``radius_mm`` of its peak (the maximum of its 3×3×3 mean)."""
+def _excess(image: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """``max(0, I − R − f)`` per voxel, (N, N, N)."""
+    return np.clip(np.squeeze(np.asarray(image) - np.asarray(reference)) - EXCESS_FLOOR, 0, None)
+
+
+def _near_peak(excess: np.ndarray, enc: Encoding, radius_mm: float | None) -> np.ndarray:
+    """``excess`` kept within ``radius_mm`` of its peak (the maximum of its 3×3×3 mean); all of it
+    without a radius or an excess."""
+    if radius_mm is None or not excess.any():
+        return excess
     peak = np.unravel_index(int(np.argmax(ndi.uniform_filter(excess, size=3))), excess.shape)
-    spacing = float(np.cbrt(_voxel_ml(enc) * 1000.0))  # the model grid is isotropic
+    spacing = float(enc.mapping.model.spacing[0])  # the model grid is isotropic
     offsets = np.indices(excess.shape) - np.reshape(peak, (-1, 1, 1, 1))
     return np.where((offsets ** 2).sum(axis=0) * spacing ** 2 <= radius_mm ** 2, excess, 0.0)
+
+
+def _volume_ml(excess: np.ndarray, enc: Encoding, scale: float) -> float:
+    return float(excess.sum()) * _voxel_ml(enc) / scale
 
 
 def drawn_lesion(image: np.ndarray, reference: np.ndarray, enc: Encoding, scale: float,
@@ -138,10 +150,7 @@ def drawn_lesion(image: np.ndarray, reference: np.ndarray, enc: Encoding, scale:
     With ``radius_mm`` only the excess within that distance of its peak counts: a lesion is
     local, and a brightening spread over the whole image is not one.
     """
-    excess = np.clip(np.squeeze(np.asarray(image) - np.asarray(reference)) - EXCESS_FLOOR, 0, None)
-    if radius_mm is not None and excess.any():
-        excess = _near_peak(excess, enc, radius_mm)
-    return float(excess.sum()) * _voxel_ml(enc) / scale
+    return _volume_ml(_near_peak(_excess(image, reference), enc, radius_mm), enc, scale)
 
 
 def _contrast(image: np.ndarray, lesion: np.ndarray) -> float:
@@ -181,8 +190,9 @@ def counterfactual_faithfulness(model: AttriVAEModel, encodings: Sequence[Encodi
         has_lesion = lesion is not None and np.asarray(lesion).any()
         if scale is not None and threshold is not None:
             if target != 0:  # a compact lesion must appear: drawn beyond the reconstruction
-                row["drawn_lesion_ml"] = drawn_lesion(cf.counterfactual, cf.reconstruction, enc, scale, radius_mm)
-                everywhere = drawn_lesion(cf.counterfactual, cf.reconstruction, enc, scale)
+                excess = _excess(cf.counterfactual, cf.reconstruction)
+                row["drawn_lesion_ml"] = _volume_ml(_near_peak(excess, enc, radius_mm), enc, scale)
+                everywhere = _volume_ml(excess, enc, scale)
                 row["drawn_compactness"] = row["drawn_lesion_ml"] / everywhere if everywhere > 0 else 0.0
                 row["valid_measure"] = float(row["drawn_lesion_ml"] >= threshold
                                              and row["drawn_compactness"] >= MIN_COMPACTNESS)
