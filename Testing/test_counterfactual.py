@@ -1,4 +1,4 @@
-"""Counterfactuals (class means, attribute values, flip) and latent-path integrated gradients."""
+"""Counterfactuals (exemplars, class means, attribute values, flip) and latent-path integrated gradients."""
 
 from __future__ import annotations
 
@@ -129,7 +129,7 @@ def test_class_statistics_cached_and_class_mean_counterfactual(run_copy, tiny_co
     np.testing.assert_allclose(again.means, stats.means)
 
     enc = model.encode(sorted((tiny_cohort / "images").glob("*.nii.gz"))[0])
-    cf = counterfactual(model, enc)
+    cf = counterfactual(model, enc, method="class_mean")
     assert cf.method == "class_mean" and cf.target_class == 1 - enc.predicted_class
     np.testing.assert_allclose(cf.z_cf[cf.dims], stats.means[cf.target_class, cf.dims], atol=1e-6)
     untouched = [d for d in range(8) if d not in cf.dims]
@@ -139,12 +139,99 @@ def test_class_statistics_cached_and_class_mean_counterfactual(run_copy, tiny_co
     assert set(cf.summary(model)) >= {"method", "dims", "target_class", "moved"}
 
 
+def test_training_stores_exemplars(run_copy, tiny_cohort):
+    stats = class_statistics(AttriVAEModel.load(run_copy, device="cpu"))  # stored at the end of training
+    split = json.loads((tiny_cohort / "split.json").read_text())["subjects"]["train"]
+    assert stats.exemplars is not None and set(stats.exemplar_subjects) <= set(split)
+    assert stats.exemplars.shape == (len(stats.exemplar_labels), 8) and set(stats.exemplar_labels) == {0, 1}
+    assert ((stats.exemplar_readback >= 0) & (stats.exemplar_readback <= 1)).all()
+
+
+def test_exemplar_counterfactual_takes_the_nearest_faithful_donor():
+    """The default counterfactual: the moved dims that the target class spreads over more come from
+    the nearest training code of that class (in the dims that stay) among those the model reads
+    back surely as that class; the other moved dims go to the target class's mean."""
+    model = _random_model()
+    enc = model.encode(_phantom())
+    rng = np.random.default_rng(1)
+    means = np.zeros((2, 8))
+    means[1, 1] = 2.0  # dim 1: the classes differ in mean
+    stds = np.ones((2, 8))
+    stds[1, 0] = stds[0, 2] = 3.0  # dim 0 spreads in class 1, dim 2 in class 0
+    codes = rng.normal(size=(12, 8))
+    labels = np.repeat([0, 1], 6)
+    readback = np.stack([labels == 0, labels == 1], axis=1).astype(float)
+    readback[[0, 6]] = 0.5  # two codes the model does not read back surely: never donors
+    stats = ClassStatistics(["healthy", "lesion"], means, stds, np.array([6, 6])).with_exemplars(
+        codes, labels, readback, [f"s{i}" for i in range(12)])
+    for target, spread_dim in ((1, 0), (0, 2)):
+        cf = counterfactual(model, enc, target_class=target, stats=stats)
+        assert cf.method == "exemplar" and cf.dims == [0, 1, 2]
+        kept = list(range(3, 8))
+        pool = [i for i in range(12) if labels[i] == target and readback[i, target] == 1.0]
+        donor = min(pool, key=lambda i: float(((codes[i, kept] - enc.mu[kept]) ** 2).sum()))
+        assert cf.exemplar == {"subject": f"s{donor}", "readback": 1.0}
+        expected = means[target, :3].copy()
+        expected[spread_dim] = codes[donor, spread_dim]
+        np.testing.assert_allclose(cf.z_cf[:3], expected, atol=1e-6)
+        np.testing.assert_array_equal(cf.z_cf[kept], enc.mu[kept])
+        assert cf.summary(model)["exemplar"] == cf.exemplar
+    # Without a dim to spread over, the target's mean is the place: no donor.
+    flat = ClassStatistics(stats.label_names, means, np.ones((2, 8)), stats.counts, "", stats.exemplars,
+                           stats.exemplar_labels, stats.exemplar_readback, stats.exemplar_subjects)
+    plain = counterfactual(model, enc, target_class=1, stats=flat)
+    assert plain.method == "class_mean" and plain.exemplar is None and plain.dims == [1]
+    without = ClassStatistics(stats.label_names, means, stds, stats.counts)
+    with pytest.raises(ConfigError, match="no exemplars"):
+        counterfactual(model, enc, target_class=1, stats=without, method="exemplar")
+    assert counterfactual(model, enc, target_class=1, stats=without).method == "class_mean"
+
+
+def test_class_statistics_exemplars_round_trip_and_selection():
+    rng = np.random.default_rng(0)
+    mu = rng.normal(size=(10, 4))
+    labels = np.array([0, 0, 0, 0, 1, 1, 1, 1, 1, -1])
+    own = np.array([0.5, 0.995, 0.2, 0.999, 0.3, 0.1, 0.995, 0.4, 0.2, 0.9])
+    readback = np.stack([np.where(labels == 0, own, 1 - own), np.where(labels == 0, 1 - own, own)], axis=1)
+    stats = ClassStatistics.from_latents(mu, labels, ["a", "b"])
+    stats = stats.with_exemplars(mu, labels, readback, [f"s{i}" for i in range(10)], per_class=3)
+    np.testing.assert_allclose(stats.exemplar_readback, own[[0, 1, 3, 4, 6, 7]])
+    assert stats.exemplar_subjects == ["s0", "s1", "s3", "s4", "s6", "s7"]  # the 3 surest per class; no −1
+    again = ClassStatistics.from_dict(json.loads(json.dumps(stats.to_dict())))
+    np.testing.assert_allclose(again.exemplars, stats.exemplars, atol=1e-4)
+    assert again.exemplar_subjects == stats.exemplar_subjects
+    np.testing.assert_array_equal(again.exemplar_labels, stats.exemplar_labels)
+    # Only the sure exemplars of class 1 (s6) compete, however far; class 0 has two sure ones.
+    assert stats.exemplar_subjects[stats.nearest_exemplar(mu[4], 1, moved=[0])] == "s6"
+    near = stats.nearest_exemplar(mu[3] + 0.01, 0, moved=[0])
+    assert stats.exemplar_subjects[near] == "s3"
+    # No sure exemplar at all: the nearest of the class.
+    assert stats.exemplar_subjects[stats.nearest_exemplar(mu[7], 1, moved=[], min_readback=1.0)] == "s7"
+    assert ClassStatistics.from_latents(mu, labels, ["a", "b"]).nearest_exemplar(mu[0], 1, moved=[]) is None
+
+
+def test_older_cache_without_exemplars_is_recomputed(run_copy):
+    model = _without_stored_statistics(run_copy)
+    stats = class_statistics(model)
+    assert stats.exemplars is not None
+    cache = json.loads((run_copy / CACHE_FILE).read_text())
+    del cache["train"]["exemplars"]
+    (run_copy / CACHE_FILE).write_text(json.dumps(cache))
+    again = class_statistics(_without_stored_statistics(run_copy))
+    assert again.exemplars is not None
+    assert "exemplars" in json.loads((run_copy / CACHE_FILE).read_text())["train"]
+
+
 def test_select_dims():
     model = _random_model()
     stats = ClassStatistics(["a", "b"], np.array([[0.0] * 8, [2.0, 0.1] + [0.0] * 6]), np.ones((2, 8)),
                             np.array([10, 10]))
     assert select_dims(model, "relevant", stats, 0, 1) == [0]
     assert select_dims(model, "relevant", stats, 0, 1, min_effect=0.05) == [0, 1]
+    # Equal means, but spread in one class only (a lesion's position): relevant too.
+    stats.stds[1, 5] = 3.0
+    assert select_dims(model, "relevant", stats, 0, 1) == [0, 5]
+    assert select_dims(model, "relevant", stats, 0, 1, min_spread=4.0) == [0]
     assert select_dims(model, "regularized") == [0, 1]
     assert select_dims(model, "all") == list(range(8))
     assert select_dims(model, ["wall_thickness_mm", 5]) == [1, 5]

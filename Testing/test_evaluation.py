@@ -167,16 +167,19 @@ def test_settings_are_checked():
         EvaluationSettings(traversal_steps=1)
     with pytest.raises(ConfigError, match="bootstrap"):
         EvaluationSettings(bootstrap=-1)
+    with pytest.raises(ConfigError, match="counterfactual_method"):
+        EvaluationSettings(counterfactual_method="nearest")
 
 
 def test_evaluate_writes_metrics_and_a_self_contained_report(tiny_run, tmp_path, capsys):
     out = tmp_path / "eval"
     rc = cli_main(["evaluate", "--model", str(tiny_run), "--out", str(out), "--split", "train",
                    "--traversal-subjects", "1", "--localization-subjects", "2", "--bootstrap", "50",
-                   "--device", "cpu"])
+                   "--device", "cpu", "--counterfactual-method", "class_mean"])
     assert rc == 0, capsys.readouterr().err
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["split"] == "train" and metrics["cohort_kind"] == "phantom"
+    assert metrics["settings"]["counterfactual_method"] == "class_mean"
     assert metrics["gradcam_layer"].startswith("encoder.conv")  # "auto", resolved for this input size
     for key in ("interpretability", "mig", "sap", "scc", "modularity", "auc", "ssim", "dice"):
         assert key in metrics["headline"], key
@@ -192,6 +195,7 @@ def test_evaluate_writes_metrics_and_a_self_contained_report(tiny_run, tmp_path,
     assert rc["subjects"] == metrics["n"] and 0 <= rc["agreement"] <= 1 and rc["judge_auc_input"] is not None
     assert set(faith["counterfactual"]) <= {"0→1", "1→0"} and faith["counterfactual"]
     for direction in faith["counterfactual"].values():
+        assert direction["method"] == "class_mean"
         assert 0 <= direction["valid_judge"] <= 1 and 0 <= direction["valid_encoder"] <= 1
         assert direction["proximity_l1_median"] >= 0
         assert 0 <= direction.get("drawn_compactness_median", 0) <= 1 + 1e-9

@@ -108,7 +108,11 @@ def test_explain_writes_every_map_on_the_input_grid(tiny_run, oblique, tmp_path,
         assert (out / png).read_bytes()[:4] == b"\x89PNG"
     summary = json.loads((out / "explain.json").read_text())
     assert summary["layer"] == "conv1" and set(names) <= set(summary["peaks"])
-    assert summary["counterfactual"]["method"] == "class_mean"  # class means stored in the checkpoint
+    # Exemplars are stored in the checkpoint; a donor is named when one was taken.
+    assert summary["counterfactual"]["method"] in ("exemplar", "class_mean")
+    donor = summary["counterfactual"].get("exemplar")
+    assert (donor is not None) == (summary["counterfactual"]["method"] == "exemplar")
+    assert (donor is not None) == ("from training subject" in capsys.readouterr().out)
     assert "completeness_error" in summary["integrated_gradients"]
     assert set(summary["read_back"]) == {"reconstruction", "counterfactual"}
     warnings = [w for checked in summary["read_back"].values() for w in checked["warnings"]]

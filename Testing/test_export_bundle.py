@@ -1,7 +1,7 @@
 """``attrivae export --format monai-bundle``: the bundle's layout and metadata, MONAI loading it
 back offline with the same encodings as the engine, and the command's errors.
 
-The model is the shipped demo model (32³, latent 16, K = 4, binary classifier) and, for a model
+The model is the shipped demo model (32³, latent 32, K = 4, binary classifier) and, for a model
 without a classifier that crops to a mask, a real untrained 16³ network saved as a checkpoint.
 The images are phantoms of the shared tiny cohort.
 """
@@ -114,7 +114,7 @@ def test_bundle_layout_and_required_metadata(demo_bundle: Path, engine):
     assert image["value_range"] == [0, 1] and image["modality"] == "MR" and image["is_patch_data"] is False
     assert set(outputs) == {"latent", "logvar", "probabilities"}
     latent = outputs["latent"]
-    assert latent["format"] == "latent" and latent["num_channels"] == engine.latent_size == 16
+    assert latent["format"] == "latent" and latent["num_channels"] == engine.latent_size == 32
     for k, (name, unit) in enumerate(zip(engine.attribute_names, engine.attribute_units)):
         assert latent["channel_def"][str(k)].startswith(f"{name} ({unit})")
     assert latent["channel_def"]["15"].startswith("free")

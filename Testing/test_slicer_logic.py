@@ -21,7 +21,7 @@ from mrml_helpers import ijk_to_ras, raw_node  # noqa: E402
 
 from AttriVAELib.core.errors import AttriVAEError, CheckpointError, ConfigError, InputError  # noqa: E402
 from AttriVAELib.data.io import Geometry, Volume  # noqa: E402
-from AttriVAELib.slicer import demo_model, mrml, requirements, training_process  # noqa: E402
+from AttriVAELib.slicer import demo_model, mrml, panel, requirements, training_process  # noqa: E402
 from AttriVAELib.slicer.outputs import NODE_NAMES  # noqa: E402
 from AttriVAELib.slicer.session import AttriVAESession  # noqa: E402
 
@@ -205,9 +205,13 @@ def test_counterfactual_difference_is_signed_and_on_input_grid(session, input_no
     summary = session.last_counterfactual
     assert summary["dims"] and len(summary["probabilities_counterfactual"]) == 2
     lines = session.counterfactual_lines()
-    assert lines[0] == "Moved: " + ", ".join(summary["moved"]) and lines[2].startswith("Its decoded image, read back")
-    assert len(lines) == 3 + len(summary["read_back"]["warnings"])
-    assert lines[1] == "Class probabilities after: " + ", ".join(
+    assert summary["method"] in ("exemplar", "class_mean")  # the tiny run stores exemplars
+    donor = 1 if summary.get("exemplar") else 0  # a line naming the donor, when one was taken
+    assert lines[0] == panel.moved_line(summary["moved"])
+    assert lines[donor + 2].startswith("Its decoded image, read back")
+    assert not donor or lines[1].startswith(f"Taken from training subject {summary['exemplar']['subject']} ")
+    assert len(lines) == 3 + donor + len(summary["read_back"]["warnings"])
+    assert lines[donor + 1] == "Class probabilities after: " + ", ".join(
         f"{p:.3f}" for p in summary["probabilities_counterfactual"])
 
     name = session.model.attribute_names[2]
@@ -610,7 +614,7 @@ def test_shipped_demo_model_works_offline(scene, monkeypatch):
     assert moved.startswith(lines[1] + " → ") and moved.endswith(" mL")
     session.pop_messages()
     difference = session.counterfactual("other_class")
-    assert session.last_counterfactual["method"] == "class_mean"
+    assert session.last_counterfactual["method"] == "class_mean"  # towards class 0: no lesion, its mean
     # What the decoded counterfactual shows, read back by the model; any disagreement is told in one line.
     checked = session.last_counterfactual["read_back"]
     assert len(checked["probabilities_image"]) == 2 and len(checked["probabilities_code"]) == 2
@@ -621,3 +625,11 @@ def test_shipped_demo_model_works_offline(scene, monkeypatch):
     assert lines[-len(checked["warnings"]):] == checked["warnings"] or not checked["warnings"]
     assert_same_grid(difference, node)
     assert np.abs(mrml.volume_from_node(difference).array).max() > 0
+    # Towards class 1 the lesion is taken from a donor, a training subject the panel names.
+    healthy = next(sample_factors(i, seed=11) for i in range(100) if sample_factors(i, seed=11).label == 0)
+    image = Volume(to_stored_intensity(render_factors(healthy, 64)[0]).astype(np.float32), geometry_for_size(64))
+    session.encode(mrml.update_volume_node(scene, image, "healthy phantom", role="input"))
+    session.counterfactual("other_class")
+    donor = session.last_counterfactual["exemplar"]
+    assert session.last_counterfactual["method"] == "exemplar" and donor["readback"] >= 0.99
+    assert f"Taken from training subject {donor['subject']} " in "\n".join(session.counterfactual_lines())

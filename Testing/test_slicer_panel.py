@@ -65,3 +65,8 @@ def test_counterfactual_lines():
     result = {"moved": {"volume_ml": [0.1, 0.9], "dim_5": [0.0, -1.0]}, "probabilities_counterfactual": [0.8, 0.2]}
     assert panel.counterfactual_lines(result) == ["Moved: volume_ml, dim_5", "Class probabilities after: 0.800, 0.200"]
     assert panel.counterfactual_lines({"moved": {"volume_ml": [0.1, 0.9]}}) == ["Moved: volume_ml"]
+    many = {"moved": {"lesion_volume_ml": [0, 1], **{f"dim_{d}": [0, 1] for d in range(4, 9)}},
+            "exemplar": {"subject": "sub-0007", "readback": 0.996}}
+    assert panel.counterfactual_lines(many) == [
+        "Moved: lesion_volume_ml, 5 unnamed dims",
+        "Taken from training subject sub-0007 (its decoded image read back as the target class, p 1.00)"]

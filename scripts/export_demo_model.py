@@ -3,7 +3,8 @@
     python scripts/export_demo_model.py demo/run [--out AttriVAE/Resources/DemoModel]
 
 Only what inference needs is kept (weights, configuration, preprocessing, attribute
-calibration and class statistics); paths of the machine it was trained on are replaced by a
+calibration, class statistics and their exemplars, the donors of counterfactuals; a run trained
+by an older version gets its exemplars first, from its training data); paths of the machine it was trained on are replaced by a
 description, and the held-out scores are recorded. The checkpoint is re-saved, so its
 SHA-256 sidecar matches. A README next to it says what the model is.
 """
@@ -16,6 +17,7 @@ from pathlib import Path
 
 from AttriVAELib.core import atomic
 from AttriVAELib.nn.checkpoint import load_checkpoint, save_checkpoint
+from AttriVAELib.train.heldout import add_calibration
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -34,18 +36,22 @@ def export(run: Path, out: Path) -> Path:
     tensors, meta = load_checkpoint(run, name="model")
     if "calibration" not in meta or "class_statistics" not in meta:
         raise SystemExit(f"{run}: the model lacks its calibration or class statistics; train it with this version")
+    if "exemplars" not in meta["class_statistics"]:
+        add_calibration(run)
+        tensors, meta = load_checkpoint(run, name="model")
     held = json.loads((run / "heldout.json").read_text()) if (run / "heldout.json").exists() else {}
     meta["data"] = {"description": f"built-in synthetic phantom cohort ({_cohort_description(meta)})"}
     meta["heldout"] = held
     out.mkdir(parents=True, exist_ok=True)
     save_checkpoint(out, {k: v.contiguous() for k, v in tensors.items()}, meta, name="model")
+    size, latent = meta["model_config"]["input_size"], meta["model_config"]["latent_dim"]
     attrs = ", ".join(meta["attributes"]["regularized"] if "regularized" in meta["attributes"]
                       else meta["attributes"]["names"])
     scores = ", ".join(f"{k.removeprefix('spearman_')} ρ {v:.2f}" for k, v in held.items()
                        if k.startswith("spearman_") and k != "spearman_min")
     atomic.write_text(out / "README.md", f"""# AttriVAE demo model
 
-A small Attri-VAE (preset `fast_cpu`: 32³ input, latent 16) trained by `attrivae demo` on the built-in
+A small Attri-VAE (preset `fast_cpu`: {size}³ input, latent {latent}) trained by `attrivae demo` on the built-in
 synthetic phantom cohort (hollow ellipsoidal shells, class 1 = a bright lesion in the wall). It lets a
 new user try encoding, sliders, attention maps, traversals and counterfactuals offline; it is not a
 clinical model and knows nothing of real anatomy.
@@ -53,6 +59,8 @@ clinical model and knows nothing of real anatomy.
 - Regularized attributes: {attrs}.
 - Held-out test split (n = {held.get('n', '?')}): AUC {held.get('auc', float('nan')):.3f}, accuracy
   {held.get('accuracy', float('nan')):.3f}; {scores}.
+- Counterfactuals take the class-relevant dimensions from the nearest of
+  {len(meta["class_statistics"]["exemplars"]["subjects"])} stored training codes (subject IDs of the cohort that `attrivae demo` generates).
 - Input: any 3D image of a phantom; intensities are read with a fixed window [0, 1000] (the cohort
   stores intensities × 1000).
 

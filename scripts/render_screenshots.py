@@ -11,7 +11,7 @@ their display node's colour table, window, threshold and opacity.
                                          [--out Resources/Screenshots]
 
 Writes ``Screenshot01.png`` (attention overlays), ``Screenshot02.png`` (traversal strips) and
-``Screenshot03.png`` (counterfactuals of a held-out subject with a lesion and of one without).
+``counterfactuals.png`` (counterfactuals of a held-out subject with a lesion and of one without).
 The committed screenshots were made with the run of ``bash scripts/demo.sh`` that the shipped
 demo model comes from (``--run demo/run --cohort demo/cohort``), with ``--layer conv2`` (the 8³
 feature map; at 32³ the default ``auto`` picks conv3, whose 4³ maps are coarser). Same inputs
@@ -321,6 +321,7 @@ def counterfactual_rows(scene, session, cohort: Path, row) -> list[dict]:
         out.append({"subject": subject["subject"], "label": subject["label"], "pictures": pictures,
                     "p": summary["probabilities"], "p_cf": summary["probabilities_counterfactual"],
                     "shown": summary["read_back"].get("probabilities_image"),
+                    "donor": (summary.get("exemplar") or {}).get("subject"),
                     "display": nodes["difference"].GetDisplayNode()})
     return out
 
@@ -353,10 +354,12 @@ def screenshot_counterfactuals(path: Path, rows: list[dict], volume) -> None:
                 title = f"{row['subject']} (class {row['label']}, p(1) {row['p'][1]:.2f})"
             if c == 2:
                 shown = f"\nits image read back: {row['shown'][1]:.2f}" if row["shown"] else ""
-                title = f"counterfactual: p(1) {row['p_cf'][1]:.2f}{shown}"
+                donor = f" (lesion of {row['donor']})" if row["donor"] else ""
+                title = f"counterfactual{donor}: p(1) {row['p_cf'][1]:.2f}{shown}"
             ax.set_title(title, color="white", fontsize=8, pad=2)
-    fig.suptitle("Counterfactuals (axial view through the lesion): the class-relevant dims moved to the other\n"
-                 "class's mean and decoded; differences above 15 % of the largest overlaid on the input (red: brighter)",
+    fig.suptitle("Counterfactuals (axial view through the lesion): the class-relevant dims moved to the other class\n"
+                 "(towards a lesion: a donor's lesion) and decoded; differences above 15 % of the largest overlaid on the "
+                 "input (red: brighter)",
                  color="white", fontsize=9)
     fig.tight_layout(rect=(0, 0, 1, 0.9))
     fig.savefig(path, dpi=100, facecolor="black")
@@ -377,10 +380,10 @@ def main(argv=None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     screenshot_overlays(args.out / "Screenshot01.png", row, volume, summary, maps, centre, session, args.layer)
     screenshot_traversal(args.out / "Screenshot02.png", strips, session, volume)
-    screenshot_counterfactuals(args.out / "Screenshot03.png", counterfactual_rows(scene, session, args.cohort, row),
+    screenshot_counterfactuals(args.out / "counterfactuals.png", counterfactual_rows(scene, session, args.cohort, row),
                                volume)
     print(f"subject {row['subject']}: {json.dumps(summary['probabilities'])}")
-    print(f"wrote Screenshot01.png, Screenshot02.png and Screenshot03.png to {args.out}")
+    print(f"wrote Screenshot01.png, Screenshot02.png and counterfactuals.png to {args.out}")
     return 0
 
 

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from AttriVAELib.cli.command import Command, positive_int, seed_int
-from AttriVAELib.cohorts.phantom.recipe import TRAINING_OVERRIDES as DEMO_OVERRIDES
+from AttriVAELib.cohorts.phantom.recipe import DEMO_OVERRIDES
 from AttriVAELib.core.errors import ConfigError
 
 

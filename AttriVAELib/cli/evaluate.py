@@ -7,6 +7,7 @@ from pathlib import Path
 
 from AttriVAELib.cli.command import Command, check_output, non_negative_int
 from AttriVAELib.core.errors import ConfigError, OutputError
+from AttriVAELib.explain import COUNTERFACTUAL_METHODS
 
 __all__ = ["COMMANDS"]
 
@@ -37,6 +38,8 @@ def _add_settings_arguments(p: argparse.ArgumentParser, traversal: int, localiza
                         "(default 40; 0 = skip the image-faithfulness checks)")
     p.add_argument("--judge-epochs", type=non_negative_int, default=20,
                    help="training epochs of the independent judge of decoded images (default 20; 0 = no judge)")
+    p.add_argument("--counterfactual-method", choices=COUNTERFACTUAL_METHODS, default="auto",
+                   help="how those counterfactuals are made, as in explain (default auto)")
     p.add_argument("--bootstrap", type=non_negative_int, default=1000, help="bootstrap resamples (default 1000)")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
     p.add_argument("--layer", default="auto",
@@ -49,7 +52,7 @@ def _settings(args: argparse.Namespace):
     return EvaluationSettings(split=args.split, traversal_subjects=args.traversal_subjects,
                               localization_subjects=args.localization_subjects, bootstrap=args.bootstrap,
                               counterfactual_subjects=args.counterfactual_subjects, judge_epochs=args.judge_epochs,
-                              layer=args.layer)
+                              counterfactual_method=args.counterfactual_method, layer=args.layer)
 
 
 def add_evaluate_arguments(p: argparse.ArgumentParser) -> None:

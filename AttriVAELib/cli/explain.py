@@ -21,6 +21,7 @@ import numpy as np
 
 from AttriVAELib.cli.command import Command, check_output, check_replaceable
 from AttriVAELib.core.errors import ConfigError, OutputError
+from AttriVAELib.explain import COUNTERFACTUAL_METHODS
 
 #: Most volumes one ``traverse`` writes (each is a file on the input's grid); ``$ATTRIVAE_MAX_STEPS`` raises it.
 MAX_TRAVERSE_STEPS = 1000
@@ -244,10 +245,12 @@ def add_explain_arguments(p: argparse.ArgumentParser) -> None:
                         "resolution with 64 channels; a finer block for smaller inputs; conv5 reproduces the paper)")
     p.add_argument("--signed", action="store_true", help="signed Grad-CAM maps (no ReLU), scaled to [-1, 1]")
     p.add_argument("--target-class", help="class the counterfactual moves towards (default: the other class)")
-    p.add_argument("--counterfactual-method", choices=("auto", "class_mean", "flip"), default="auto",
-                   help="class_mean: relevant dims to the target class's training mean; flip: nearest latent "
-                        "the classifier assigns to the target class (needs no data); auto: class_mean if the "
-                        "training data are available")
+    p.add_argument("--counterfactual-method", choices=COUNTERFACTUAL_METHODS, default="auto",
+                   help="exemplar: relevant dims from the nearest training subject of the target class that the "
+                        "model draws faithfully; class_mean: relevant dims to the target class's training mean; "
+                        "flip: nearest latent the classifier assigns to the target class (needs no data); auto: "
+                        "exemplar, else class_mean, whichever the stored statistics or the training data allow, "
+                        "else flip")
     p.add_argument("--ig-steps", type=int, default=64,
                    help=f"segments of the latent path for integrated gradients, 1..{MAX_IG_STEPS} (default 64)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
@@ -324,6 +327,10 @@ def run_explain(args: argparse.Namespace) -> int:
                                                "score_end": float(ig.scores[-1]), "sum": ig.total,
                                                "completeness_error": ig.completeness_error}
         atomic.write_json(tmp / "explain.json", summary)
+    donor = ex.counterfactual.exemplar if ex.counterfactual is not None else None
+    if donor:
+        print(f"counterfactual: the class-relevant dims taken from training subject {donor['subject']} "
+              f"(its decoded image read back as the target class, p {donor['readback']:.2f})")
     for note in ex.notes:
         print(f"note: {note}", file=sys.stderr)
     print(f"wrote {len([f for f in files.values() if f.endswith('.nii.gz')])} volumes and "

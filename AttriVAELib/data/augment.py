@@ -28,8 +28,8 @@ import math
 from typing import Any, Callable, Mapping
 
 import torch
-from monai.transforms import (Compose, RandAdjustContrast, RandAffine, RandFlip, RandGaussianNoise, RandRotate90,
-                              Randomizable, RandScaleIntensity, RandShiftIntensity, Transform)
+from monai.transforms import (Compose, RandAdjustContrast, RandAffine, RandFlip, RandGaussianNoise, Randomizable,
+                              RandRotate90, RandScaleIntensity, RandShiftIntensity, Transform)
 
 from AttriVAELib.core.errors import ConfigError
 

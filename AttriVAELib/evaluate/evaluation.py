@@ -44,6 +44,7 @@ from AttriVAELib.evaluate.fidelity import decoded_attributes, format_rho, spearm
 from AttriVAELib.evaluate.localization import (attribute_map_variants, localization_scores, map_localization,
                                                region_attention)
 from AttriVAELib.evaluate.scores import classification_scores, reconstruction_scores
+from AttriVAELib.explain import COUNTERFACTUAL_METHODS
 
 if TYPE_CHECKING:
     from AttriVAELib.inference.model import AttriVAEModel
@@ -79,6 +80,8 @@ class EvaluationSettings:
         counterfactual_subjects: labelled subjects whose decoded counterfactuals are judged
             (:mod:`AttriVAELib.evaluate.faithfulness`), split evenly between the classes.
         judge_epochs: training epochs of the independent judge (0: no judge).
+        counterfactual_method: how those counterfactuals are made (``"auto"``, ``"exemplar"``,
+            ``"class_mean"``, ``"flip"``; see :func:`~AttriVAELib.explain.counterfactual.counterfactual`).
         bootstrap: resamples for the classification intervals.
         ig_steps: steps of the latent-path integrated gradients.
         seed: seed of the bootstrap and of the estimators.
@@ -94,6 +97,7 @@ class EvaluationSettings:
     reconstruction_subjects: int = 0
     counterfactual_subjects: int = 40
     judge_epochs: int = 20
+    counterfactual_method: str = "auto"
     bootstrap: int = 1000
     ig_steps: int = 16
     seed: int = 0
@@ -108,6 +112,9 @@ class EvaluationSettings:
             raise ConfigError(f"traversal_steps must be ≥ 3 (got {self.traversal_steps})")
         if self.ig_steps < 1:
             raise ConfigError(f"ig_steps must be ≥ 1 (got {self.ig_steps})")
+        if self.counterfactual_method not in COUNTERFACTUAL_METHODS:
+            raise ConfigError(f"counterfactual_method must be one of {', '.join(COUNTERFACTUAL_METHODS)} "
+                              f"(got {self.counterfactual_method!r})")
 
 
 # --------------------------------------------------------------------------- the whole evaluation
@@ -212,7 +219,7 @@ def evaluate_run(run: str | os.PathLike, data: str | os.PathLike | None = None,
             if with_masks else None,
             lesion_range=None if lesion_dim is None else tuple(np.percentile(mu[:, lesion_dim], [5, 95])),
             subjects=s.counterfactual_subjects, traversal_subjects=s.traversal_subjects,
-            traversal_steps=s.traversal_steps, log=log)
+            traversal_steps=s.traversal_steps, method=s.counterfactual_method, log=log)
     if kind.measure is not None and k:
         is_healthy = [r.lesion is None or r.label in (None, "0") for r in records]
         healthy = [e for e, ok in zip(encodings, is_healthy) if ok]

@@ -4,7 +4,8 @@
   ``cls(enc(dec(μ)))`` against the labels (AUC) and against its class on the input
   (agreement), and the independent judge (:mod:`.judge`) on the reconstructions.
 * :func:`counterfactual_faithfulness`: for each subject the decoded counterfactual towards the
-  other class (binary) or the runner-up, by direction ``"a→b"``:
+  other class (binary) or the runner-up, made as ``explain`` makes it (``method``: a donor
+  exemplar where the model stores them), by direction ``"a→b"``:
 
   - ``valid_judge``: share the independent judge assigns to the target class;
   - ``valid_encoder``: share the model's own encoder and classifier assign to it (it can be
@@ -161,7 +162,7 @@ def _contrast(image: np.ndarray, lesion: np.ndarray) -> float:
 def counterfactual_faithfulness(model: AttriVAEModel, encodings: Sequence[Encoding], labels: np.ndarray,
                                 lesions: Sequence[np.ndarray | None], judge: Judge | None = None,
                                 scale: float | None = None, threshold: float | None = None,
-                                radius_mm: float | None = None) -> dict[str, dict[str, Any]]:
+                                radius_mm: float | None = None, method: str = "auto") -> dict[str, dict[str, Any]]:
     """Validity, localization and proximity of decoded counterfactuals, per direction (see module doc).
 
     Args:
@@ -170,18 +171,20 @@ def counterfactual_faithfulness(model: AttriVAEModel, encodings: Sequence[Encodi
         judge: the independent classifier (None: no judge numbers).
         scale, threshold: :func:`lesion_scale` and ``τ`` (mL); both needed for ``valid_measure``.
         radius_mm: a drawn lesion is read within this distance of its peak (:func:`lesion_radius`).
+        method: how the counterfactuals are made (:func:`~AttriVAELib.explain.counterfactual.counterfactual`).
     """
     from AttriVAELib.explain.counterfactual import class_statistics, counterfactual
 
     stats = class_statistics(model)
     rows: dict[str, list[dict[str, float]]] = {}
+    methods: dict[str, set[str]] = {}
     names = model.label_names or [str(i) for i in range(model.num_classes)]
     for enc, label, lesion in zip(encodings, labels, lesions):
         if label < 0:
             continue
         label = int(label)
         target = next(int(c) for c in np.argsort(-enc.probabilities) if int(c) != label)  # the likeliest other
-        cf = counterfactual(model, enc, target_class=target, stats=stats)
+        cf = counterfactual(model, enc, target_class=target, stats=stats, method=method)
         row: dict[str, float] = {}
         encoded = model.encode_arrays(cf.counterfactual[None])["probabilities"][0]
         row["valid_encoder"] = float(int(np.argmax(encoded)) == target)
@@ -210,8 +213,11 @@ def counterfactual_faithfulness(model: AttriVAEModel, encodings: Sequence[Encodi
         outside = np.ones(cf.difference.shape, bool) if region is None else ~region
         row["proximity_l1"] = float(np.abs(cf.difference[outside]).sum() / max(np.abs(cf.reconstruction[outside]).sum(),
                                                                                 1e-12))
-        rows.setdefault(f"{names[label]}→{names[target]}", []).append(row)
-    return {direction: _summarize(values) for direction, values in rows.items()}
+        direction = f"{names[label]}→{names[target]}"
+        rows.setdefault(direction, []).append(row)
+        methods.setdefault(direction, set()).add(cf.method)
+    return {direction: {**_summarize(values), "method": ", ".join(sorted(methods[direction]))}
+            for direction, values in rows.items()}
 
 
 def lesion_traversal(model: AttriVAEModel, encodings: Sequence[Encoding], dim: int, value_range: tuple[float, float],
@@ -283,13 +289,14 @@ def faithfulness_section(model: AttriVAEModel, encodings: Sequence[Encoding], la
                          lesions: Sequence[np.ndarray | None], judge: Judge | None, *,
                          lesion_dim: int | None = None, lesion_volumes: np.ndarray | None = None,
                          lesion_range: tuple[float, float] | None = None, subjects: int = 40,
-                         traversal_subjects: int = 6, traversal_steps: int = 9,
+                         traversal_subjects: int = 6, traversal_steps: int = 9, method: str = "auto",
                          log: Callable[[str], None] = print) -> dict[str, Any]:
     """``metrics.json``'s ``faithfulness``: reconstruction class, counterfactuals, the lesion traversal.
 
     Counterfactuals are made for up to ``subjects`` labelled subjects, as many of each class as
     there are (the first ones in split order). The lesion measures need the lesion masks, the
-    true lesion volumes and the lesion dim (``lesion_dim``, swept over ``lesion_range``).
+    true lesion volumes and the lesion dim (``lesion_dim``, swept over ``lesion_range``);
+    ``method`` is how the counterfactuals are made.
     """
     out: dict[str, Any] = {"judge": "plain 3D CNN trained on the real training images" if judge else None}
     out["reconstruction_class"] = rc = reconstruction_agreement(model, encodings, labels, judge)
@@ -309,9 +316,9 @@ def faithfulness_section(model: AttriVAEModel, encodings: Sequence[Encoding], la
     chosen = [int(i) for c in classes for i in np.flatnonzero(labels == c)[:per_class]]
     out["counterfactual"] = counterfactual_faithfulness(
         model, [encodings[i] for i in chosen], labels[chosen], [lesions[i] for i in chosen], judge, scale, threshold,
-        radius)
+        radius, method)
     for direction, v in out["counterfactual"].items():
-        log(f"counterfactual {direction}: valid for the judge {_pct(v.get('valid_judge'))}, for the model's "
+        log(f"counterfactual {direction} ({v['method']}): valid for the judge {_pct(v.get('valid_judge'))}, for the model's "
             f"encoder {_pct(v.get('valid_encoder'))}, by the lesion measure {_pct(v.get('valid_measure'))}; "
             f"mass in lesion ÷ uniform {_fmt(v.get('lesion_mass_ratio_median'))}, "
             + ("" if "drawn_compactness_median" not in v else

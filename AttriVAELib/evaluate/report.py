@@ -285,9 +285,10 @@ def _detail_tables(result: Mapping[str, Any]) -> str:
     cf = faith.get("counterfactual") or {}
     if cf:
         parts.append(_table("Decoded counterfactuals (share valid; medians)",
-                            ("direction", "judge", "own encoder", "lesion measure", "mass in lesion ÷ uniform",
-                             "added intensity in one lesion-sized ball", "L1 change outside the lesion", "n"),
-                            [(d, _fmt(v.get("valid_judge")), _fmt(v.get("valid_encoder")), _fmt(v.get("valid_measure")),
+                            ("direction", "method", "judge", "own encoder", "lesion measure",
+                             "mass in lesion ÷ uniform", "added intensity in one lesion-sized ball",
+                             "L1 change outside the lesion", "n"),
+                            [(d, v.get("method", "–"), _fmt(v.get("valid_judge")), _fmt(v.get("valid_encoder")), _fmt(v.get("valid_measure")),
                               _fmt(v.get("lesion_mass_ratio_median"), 2), _fmt(v.get("drawn_compactness_median")),
                               _fmt(v.get("proximity_l1_median")), v["subjects"]) for d, v in cf.items()]))
     loc = result.get("localization") or {}

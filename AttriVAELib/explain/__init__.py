@@ -10,6 +10,9 @@ Public names are imported on first use (:mod:`AttriVAELib.core.lazy`).
 
 from AttriVAELib.core.lazy import lazy_exports
 
+#: How :func:`counterfactual` moves an encoding towards a class (see its module's docstring).
+COUNTERFACTUAL_METHODS = ("auto", "exemplar", "class_mean", "flip")
+
 _EXPORTS = {
     "default_layer": "AttriVAELib.explain.gradcam",
     "AttributeGradCAM": "AttriVAELib.explain.gradcam",
@@ -38,5 +41,5 @@ _EXPORTS = {
     "peak_index": "AttriVAELib.explain.montage",
     "figure_png": "AttriVAELib.explain.montage",
 }
-__all__ = sorted(_EXPORTS)
+__all__ = sorted([*_EXPORTS, "COUNTERFACTUAL_METHODS"])
 __getattr__, __dir__ = lazy_exports(globals(), _EXPORTS)

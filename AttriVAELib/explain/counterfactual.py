@@ -6,15 +6,30 @@ reconstruction::
 
     z_cf = z;  z_cf[dims] = target[dims]          difference = decode(z_cf) − decode(z)
 
-Targets: the training-split class mean of μ of another class (:func:`class_statistics`,
-computed once from the training split and cached next to the checkpoint), explicit attribute
-values (physical units through the calibration, or latent units), or, when the training
-data are not available, the nearest latent point (in the chosen dims) that the classifier
-assigns to the target class (:func:`flip_latent`).
+Targets (``method``):
+
+- ``"exemplar"``: a dim that the target class spreads over more than the source class
+  (``σ_target > σ_source``) takes the value of a donor, the training subject of the target
+  class closest to ``z`` in the dims that stay, ``e* = argmin_e ‖(z − e)[kept]‖²``, among those
+  whose decoded image the model reads back as their class (p ≥ 0.99,
+  :data:`~AttriVAELib.nn.calibration.MIN_READBACK`); the other moved dims take the target
+  class's mean. A class can hinge on where something is (a lesion anywhere in a wall): a class
+  mean puts it at the average place, which the decoder draws as a faint brightening of the
+  whole wall; a donor puts it at one place, which it draws as one lesion. Towards a class that
+  holds those dims fixed (no lesion), the mean is the place to go, and no donor is needed;
+- ``"class_mean"``: the training-split class mean of μ of the target class;
+- ``"flip"``: with no training statistics, the nearest latent point (in the chosen dims) that
+  the classifier assigns to the target class (:func:`flip_latent`);
+- ``values``: explicit attribute values (physical units through the calibration, or latent units).
+
+Class statistics and exemplars (:func:`class_statistics`) are stored in the checkpoint at the
+end of training, or computed once from the training split and cached next to it.
 
 Which dims: ``"relevant"`` (default) — dims whose class means differ by at least
-``min_effect`` pooled standard deviations between the two classes (the largest one if none
-does); ``"regularized"``; ``"all"``; or an explicit list of dims / attribute names.
+``min_effect`` pooled standard deviations, or whose class standard deviations differ by a
+factor of at least ``min_spread`` (a lesion's position: spread in one class, fixed in the
+other), between the two classes (the largest effect if none does); ``"regularized"``;
+``"all"``; or an explicit list of dims / attribute names.
 
 Latent-path integrated gradients live in :mod:`AttriVAELib.explain.integrated_gradients`.
 """
@@ -31,6 +46,7 @@ import numpy as np
 import torch
 
 from AttriVAELib.core.errors import AttriVAEError, ConfigError, InputError
+from AttriVAELib.explain import COUNTERFACTUAL_METHODS
 from AttriVAELib.inference.model import AttriVAEModel, Dim, Encoding
 from AttriVAELib.nn.calibration import ClassStatistics
 
@@ -65,7 +81,9 @@ def class_statistics(model: AttriVAEModel, split: str = "train", cache: bool = T
     Looked up, in order: in memory; in the checkpoint metadata (``class_statistics``); in
     ``RUN/class_statistics.json`` (valid only for the same weights digest); else computed by
     encoding the split (manifest and split file recorded in the checkpoint) and written there
-    (atomically; skipped if the folder is read-only).
+    (atomically; skipped if the folder is read-only). Statistics stored without exemplars (a
+    checkpoint from an older version) are completed from the cache or the data when they can
+    be read, and used as they are when not.
 
     Raises:
         ConfigError: the model has no classifier or the data has fewer than two classes.
@@ -76,9 +94,10 @@ def class_statistics(model: AttriVAEModel, split: str = "train", cache: bool = T
     key = f"class_statistics:{split}"
     if key in model._cache:
         return model._cache[key]
-    stats: ClassStatistics | None = None
+    stored: ClassStatistics | None = None
     if split == "train" and isinstance(model.meta.get("class_statistics"), Mapping):
-        stats = ClassStatistics.from_dict(model.meta["class_statistics"])
+        stored = ClassStatistics.from_dict(model.meta["class_statistics"])
+    stats = stored if stored is not None and stored.exemplars is not None else None
     digest = _weights_digest(model)
     cache_path = model.run_dir / CACHE_FILE if model.run_dir is not None else None
     if stats is None and cache and cache_path is not None and cache_path.exists() and digest:
@@ -88,10 +107,18 @@ def class_statistics(model: AttriVAEModel, split: str = "train", cache: bool = T
             stats = ClassStatistics.from_dict(entry) if entry else None
         except (OSError, ValueError, KeyError, TypeError):
             stats = None
+        if stats is not None and stats.exemplars is None:  # written by an older version
+            stats = None
     if stats is None:
-        stats = _compute_class_statistics(model, split, batch_size)
-        if cache and cache_path is not None and digest:
-            _write_cache(cache_path, digest, split, stats)
+        try:
+            stats = _compute_class_statistics(model, split, batch_size)
+        except InputError:
+            if stored is None:
+                raise
+            stats = stored
+        else:
+            if cache and cache_path is not None and digest:
+                _write_cache(cache_path, digest, split, stats)
     model._cache[key] = stats
     return stats
 
@@ -113,13 +140,18 @@ def _compute_class_statistics(model: AttriVAEModel, split: str, batch_size: int)
         dataset = CohortDataset(manifest, subjects, model.spec)
     except AttriVAEError as exc:
         raise InputError(f"cannot read the training data to compute class means: {exc}") from None
-    mus = []
+    mus, readback = [], []
     for start in range(0, len(dataset), batch_size):
         images = dataset.images[start:start + batch_size, 0].float()
-        mus.append(model.encode_arrays(images)["mu"].astype(np.float64))
+        mu = model.encode_arrays(images)["mu"]
+        mus.append(mu.astype(np.float64))
+        readback.append(model.encode_arrays(model.decode(mu))["probabilities"])
     mu = np.concatenate(mus) if mus else np.zeros((0, model.latent_size))
-    return ClassStatistics.from_latents(mu, dataset.labels.numpy(), manifest.label_names,
-                                        source=f"{manifest.path} ({split} split, n={len(mu)})")
+    labels = dataset.labels.numpy()
+    stats = ClassStatistics.from_latents(mu, labels, manifest.label_names,
+                                         source=f"{manifest.path} ({split} split, n={len(mu)})")
+    probs = np.concatenate(readback) if readback else np.zeros((0, len(manifest.label_names)))
+    return stats.with_exemplars(mu, labels, probs, [r.subject for r in dataset.records])
 
 
 def _write_cache(path: Path, digest: str, split: str, stats: ClassStatistics) -> None:
@@ -148,11 +180,13 @@ class Counterfactual:
         z, z_cf: (L,) encoded and counterfactual latent codes.
         dims: the latent dims that were moved.
         target_class: the class moved towards (None for explicit attribute targets).
-        method: ``"class_mean"``, ``"values"`` or ``"flip"``.
+        method: ``"exemplar"``, ``"class_mean"``, ``"values"`` or ``"flip"``.
         reconstruction, counterfactual: decode(z), decode(z_cf).
         difference: counterfactual − reconstruction.
         probabilities, probabilities_cf: (C,) class probabilities of z and z_cf (or None).
         attributes, attributes_cf: (K,) calibrated attribute estimates (or None).
+        exemplar: for ``"exemplar"``, the donor: its ``subject`` ID and ``readback``, the
+            probability that the model reads its own decoded image as the target class.
     """
 
     z: np.ndarray
@@ -167,6 +201,7 @@ class Counterfactual:
     probabilities_cf: np.ndarray | None
     attributes: np.ndarray | None
     attributes_cf: np.ndarray | None
+    exemplar: dict[str, Any] | None = None
 
     def summary(self, model: AttriVAEModel) -> dict[str, Any]:
         names = model.label_names
@@ -181,6 +216,8 @@ class Counterfactual:
         if self.attributes is not None:
             out["attributes"] = {n: [float(a), float(b)] for n, a, b in
                                  zip(model.attribute_names, self.attributes, self.attributes_cf)}
+        if self.exemplar is not None:
+            out["exemplar"] = dict(self.exemplar)
         return out
 
 
@@ -198,7 +235,7 @@ def _other_class(model: AttriVAEModel, encoding: Encoding) -> int:
 
 def select_dims(model: AttriVAEModel, dims: str | Sequence[Dim], stats: ClassStatistics | None = None,
                 source_class: int | None = None, target_class: int | None = None,
-                min_effect: float = 0.5) -> list[int]:
+                min_effect: float = 0.5, min_spread: float = 1.5) -> list[int]:
     """Latent dims to move: ``"relevant"``, ``"regularized"``, ``"all"`` or a list (see module docstring)."""
     if isinstance(dims, str):
         if dims == "all":
@@ -211,7 +248,8 @@ def select_dims(model: AttriVAEModel, dims: str | Sequence[Dim], stats: ClassSta
             if stats is None or source_class is None or target_class is None:
                 raise ConfigError("dims='relevant' needs class statistics and the two classes")
             d = np.abs(stats.effect_size(source_class, target_class))
-            chosen = [int(i) for i in np.flatnonzero(d >= min_effect)]
+            spread = stats.spread_ratio(source_class, target_class)
+            chosen = [int(i) for i in np.flatnonzero((d >= min_effect) | (spread >= min_spread))]
             return chosen or [int(np.argmax(d))]
         return [model.dim_index(dims)]
     out = sorted({model.dim_index(d) for d in dims})
@@ -248,7 +286,7 @@ def flip_latent(model: AttriVAEModel, z: np.ndarray, target_class: int, dims: Se
 def counterfactual(model: AttriVAEModel, encoding: Encoding, *, target_class: int | str | None = None,
                    dims: str | Sequence[Dim] = "relevant", values: Mapping[Dim, float] | None = None,
                    units: str = "attribute", stats: ClassStatistics | None = None, method: str = "auto",
-                   min_effect: float = 0.5) -> Counterfactual:
+                   min_effect: float = 0.5, min_spread: float = 1.5) -> Counterfactual:
     """Move latent dims of an encoded image to a target, decode, and diff with the reconstruction.
 
     Args:
@@ -260,10 +298,13 @@ def counterfactual(model: AttriVAEModel, encoding: Encoding, *, target_class: in
         values: explicit targets ``{dim or attribute name: value}`` in ``units``
             (``"attribute"``: physical units via the calibration; ``"latent"``).
         stats: class statistics (default: :func:`class_statistics` of the training split).
-        method: ``"class_mean"`` (move dims to the target class's training mean), ``"flip"``
-            (nearest latent classified as the target, :func:`flip_latent`) or ``"auto"``
-            (class mean if the training data or a cache is available, else flip).
-        min_effect: threshold for ``dims="relevant"``.
+        method: ``"exemplar"`` (the dims the target class spreads over from the nearest training
+            subject of that class, the others from its mean),
+            ``"class_mean"`` (the target class's training mean), ``"flip"`` (nearest latent
+            classified as the target, :func:`flip_latent`) or ``"auto"`` (exemplar if the
+            statistics hold exemplars, else class mean if they exist, else flip); see the
+            module docstring.
+        min_effect, min_spread: thresholds for ``dims="relevant"``.
 
     Returns:
         :class:`Counterfactual` with volumes on the model grid.
@@ -271,6 +312,7 @@ def counterfactual(model: AttriVAEModel, encoding: Encoding, *, target_class: in
     z = np.asarray(encoding.mu, dtype=np.float32).copy()
     z_cf = z.copy()
     t_class: int | None = None
+    donor: dict[str, Any] | None = None
     if values:
         chosen = []
         for dim, value in values.items():
@@ -285,18 +327,28 @@ def counterfactual(model: AttriVAEModel, encoding: Encoding, *, target_class: in
         own = int(encoding.predicted_class)
         if t_class == own and method != "flip":
             own = _other_class(model, encoding)
-        if method not in ("auto", "class_mean", "flip"):
-            raise ConfigError(f"counterfactual method must be auto, class_mean or flip (got {method!r})")
-        if stats is None and method in ("auto", "class_mean"):
+        if method not in COUNTERFACTUAL_METHODS:
+            raise ConfigError(f"counterfactual method must be {', '.join(COUNTERFACTUAL_METHODS)} (got {method!r})")
+        if stats is None and method != "flip":
             try:
                 stats = class_statistics(model)
             except InputError:
-                if method == "class_mean":
+                if method != "auto":
                     raise
-        if stats is not None and method in ("auto", "class_mean"):
-            dims_list = select_dims(model, dims, stats, own, t_class, min_effect)
+        if stats is not None and method != "flip":
+            dims_list = select_dims(model, dims, stats, own, t_class, min_effect, min_spread)
+            k = stats.nearest_exemplar(z, t_class, dims_list) if method in ("auto", "exemplar") else None
+            if method == "exemplar" and k is None:
+                raise ConfigError("these class statistics hold no exemplars of the target class; "
+                                  "use method class_mean or flip")
+            spread = stats.stds[t_class, dims_list] > stats.stds[own, dims_list]
             z_cf[dims_list] = stats.means[t_class, dims_list]
             how = "class_mean"
+            if k is not None and spread.any():
+                z_cf[dims_list] = np.where(spread, stats.exemplars[k, dims_list], stats.means[t_class, dims_list])
+                donor = {"subject": (stats.exemplar_subjects or [""] * (k + 1))[k],
+                         "readback": float(stats.exemplar_readback[k])}
+                how = "exemplar"
         else:
             if isinstance(dims, str) and dims == "relevant":
                 dims_list = list(range(model.latent_size))
@@ -311,7 +363,8 @@ def counterfactual(model: AttriVAEModel, encoding: Encoding, *, target_class: in
         z=z, z_cf=z_cf, dims=[int(d) for d in dims_list], target_class=t_class, method=how,
         reconstruction=volumes[0], counterfactual=volumes[1], difference=volumes[1] - volumes[0],
         probabilities=None if probs is None else probs[0], probabilities_cf=None if probs is None else probs[1],
-        attributes=None if attrs is None else attrs[0], attributes_cf=None if attrs is None else attrs[1])
+        attributes=None if attrs is None else attrs[0], attributes_cf=None if attrs is None else attrs[1],
+        exemplar=donor)
 
 
 def _class_index(model: AttriVAEModel, target: int | str) -> int:
@@ -337,15 +390,17 @@ class LatentCounterfactual:
     """
 
     def __init__(self, model: AttriVAEModel, *, dims: str | Sequence[Dim] = "relevant", method: str = "auto",
-                 min_effect: float = 0.5) -> None:
+                 min_effect: float = 0.5, min_spread: float = 1.5) -> None:
         self.model = model
         self.dims = dims
         self.method = method
         self.min_effect = min_effect
+        self.min_spread = min_spread
 
     def attribute(self, encoding: Encoding, target: int | str | None = None,
                   values: Mapping[Dim, float] | None = None, units: str = "attribute") -> Counterfactual:
         """The counterfactual of ``encoding`` towards class ``target`` (default: the other class),
         or towards explicit attribute ``values``; see :func:`counterfactual`."""
         return counterfactual(self.model, encoding, target_class=target, dims=self.dims, values=values,
-                              units=units, method=self.method, min_effect=self.min_effect)
+                              units=units, method=self.method, min_effect=self.min_effect,
+                              min_spread=self.min_spread)

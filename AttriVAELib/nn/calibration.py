@@ -5,7 +5,8 @@
   chosen from the data), stored in the checkpoint as knots, evaluated by linear interpolation
   (clamped at the ends).
 - :class:`ClassStatistics`: per-class means and standard deviations of μ (C, L), the targets
-  of class-mean counterfactuals.
+  of class-mean counterfactuals, and exemplars: training subjects' μ whose decoded image the
+  model reads back as their own class, the donors of exemplar counterfactuals.
 """
 
 from __future__ import annotations
@@ -17,7 +18,14 @@ import numpy as np
 
 from AttriVAELib.core.errors import ConfigError
 
-__all__ = ["AttributeCalibration", "ClassStatistics"]
+__all__ = ["EXEMPLARS_PER_CLASS", "MIN_READBACK", "AttributeCalibration", "ClassStatistics"]
+
+#: Exemplars kept per class: those whose decoded image reads back most surely as their class.
+EXEMPLARS_PER_CLASS = 128
+
+#: An exemplar counterfactual takes its donor among the exemplars whose decoded image the model
+#: reads back as their class with at least this probability (all of the class if none does).
+MIN_READBACK = 0.99
 
 
 @dataclass
@@ -94,6 +102,12 @@ class ClassStatistics:
         stds: (C, L) class standard deviations of μ.
         counts: (C,) subjects per class.
         source: where they were computed (manifest and split).
+        exemplars: (M, L) μ of training subjects (None: not stored), at most
+            :data:`EXEMPLARS_PER_CLASS` per class.
+        exemplar_labels: (M,) their class indices.
+        exemplar_readback: (M,) p(own class) of each exemplar's reconstruction encoded again:
+            how surely the decoder draws what makes the subject its class.
+        exemplar_subjects: M subject IDs.
     """
 
     label_names: list[str]
@@ -101,6 +115,10 @@ class ClassStatistics:
     stds: np.ndarray
     counts: np.ndarray
     source: str = ""
+    exemplars: np.ndarray | None = None
+    exemplar_labels: np.ndarray | None = None
+    exemplar_readback: np.ndarray | None = None
+    exemplar_subjects: list[str] | None = None
 
     def effect_size(self, a: int, b: int) -> np.ndarray:
         """(L,) standardized mean difference (mean_b − mean_a) / pooled sd (Cohen's d)."""
@@ -108,9 +126,56 @@ class ClassStatistics:
         pooled = np.sqrt(((na - 1) * self.stds[a] ** 2 + (nb - 1) * self.stds[b] ** 2) / max(na + nb - 2, 1.0))
         return (self.means[b] - self.means[a]) / np.maximum(pooled, 1e-8)
 
+    def spread_ratio(self, a: int, b: int) -> np.ndarray:
+        """(L,) ratio of the larger to the smaller class standard deviation (≥ 1).
+
+        A dim that varies in one class and hardly in the other (a lesion's position: spread among
+        lesion subjects, fixed without a lesion) carries the class even when the means agree.
+        """
+        sa, sb = self.stds[a] + 1e-3, self.stds[b] + 1e-3
+        return np.maximum(sa, sb) / np.minimum(sa, sb)
+
+    def with_exemplars(self, mu: np.ndarray, labels: np.ndarray, readback: np.ndarray, subjects: Sequence[str],
+                       per_class: int = EXEMPLARS_PER_CLASS) -> "ClassStatistics":
+        """These statistics with exemplars: per class, the ``per_class`` subjects of μ (N, L)
+        whose reconstruction is read back most surely as their class; ``readback`` (N, C): the
+        class probabilities of each reconstruction encoded again; −1 labels are left out."""
+        labels = np.asarray(labels)
+        probs = np.asarray(readback, dtype=np.float64)
+        readback = np.where(labels >= 0, probs[np.arange(len(labels)), np.clip(labels, 0, None)], -1.0)
+        keep: list[int] = []
+        for c in range(len(self.label_names)):
+            members = np.flatnonzero(labels == c)
+            keep += members[np.argsort(-readback[members], kind="stable")[:per_class]].tolist()
+        keep.sort()
+        return ClassStatistics(self.label_names, self.means, self.stds, self.counts, self.source,
+                               np.asarray(mu, dtype=np.float64)[keep], labels[keep].astype(np.int64), readback[keep],
+                               [str(subjects[i]) for i in keep])
+
+    def nearest_exemplar(self, z: np.ndarray, target: int, moved: Sequence[int],
+                         min_readback: float = MIN_READBACK) -> int | None:
+        """Index of the exemplar of class ``target`` closest to ``z`` (L,) in the dims not in
+        ``moved``, among those read back as their class with p ≥ ``min_readback`` (all of the
+        class if none is); None without exemplars of that class."""
+        if self.exemplars is None or self.exemplar_labels is None:
+            return None
+        members = np.flatnonzero(self.exemplar_labels == target)
+        if not len(members):
+            return None
+        sure = members[self.exemplar_readback[members] >= min_readback] if self.exemplar_readback is not None else []
+        pool = sure if len(sure) else members
+        kept = np.setdiff1d(np.arange(self.means.shape[1]), np.asarray(moved, dtype=np.int64))
+        distance = ((self.exemplars[pool][:, kept] - np.asarray(z, dtype=np.float64)[kept]) ** 2).sum(1)
+        return int(pool[int(np.argmin(distance))])
+
     def to_dict(self) -> dict[str, Any]:
-        return {"label_names": self.label_names, "means": self.means.tolist(), "stds": self.stds.tolist(),
-                "counts": self.counts.tolist(), "source": self.source}
+        out: dict[str, Any] = {"label_names": self.label_names, "means": self.means.tolist(),
+                               "stds": self.stds.tolist(), "counts": self.counts.tolist(), "source": self.source}
+        if self.exemplars is not None:
+            out["exemplars"] = {"mu": np.round(self.exemplars, 4).tolist(), "labels": self.exemplar_labels.tolist(),
+                                "readback": np.round(self.exemplar_readback, 4).tolist(),
+                                "subjects": list(self.exemplar_subjects or [])}
+        return out
 
     @classmethod
     def from_latents(cls, mu: np.ndarray, labels: np.ndarray, label_names: Sequence[str],
@@ -140,6 +205,13 @@ class ClassStatistics:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "ClassStatistics":
-        return cls([str(n) for n in d["label_names"]], np.asarray(d["means"], dtype=np.float64),
-                   np.asarray(d["stds"], dtype=np.float64), np.asarray(d["counts"], dtype=np.int64),
-                   str(d.get("source", "")))
+        stats = cls([str(n) for n in d["label_names"]], np.asarray(d["means"], dtype=np.float64),
+                    np.asarray(d["stds"], dtype=np.float64), np.asarray(d["counts"], dtype=np.int64),
+                    str(d.get("source", "")))
+        exemplars = d.get("exemplars")
+        if isinstance(exemplars, Mapping) and exemplars.get("mu"):
+            stats.exemplars = np.asarray(exemplars["mu"], dtype=np.float64).reshape(len(exemplars["mu"]), -1)
+            stats.exemplar_labels = np.asarray(exemplars["labels"], dtype=np.int64)
+            stats.exemplar_readback = np.asarray(exemplars["readback"], dtype=np.float64)
+            stats.exemplar_subjects = [str(s) for s in exemplars.get("subjects") or []]
+        return stats

@@ -123,9 +123,9 @@ class ExplanationsMixin:
         Args:
             mode: ``"other_class"`` (move the class-relevant dims towards the other class) or
                 ``("attribute", name, value)`` (set one attribute to ``value`` in its unit).
-            method: for ``"other_class"``: ``"class_mean"``, ``"flip"`` or ``"auto"`` (the class
-                mean when class statistics are stored with the model, else ``"flip"``, which
-                needs no training data).
+            method: for ``"other_class"``: ``"exemplar"``, ``"class_mean"``, ``"flip"`` or
+                ``"auto"`` (a donor exemplar, else the class mean, when class statistics are
+                stored with the model, else ``"flip"``, which needs no training data).
 
         Returns:
             The difference node (counterfactual − reconstruction, ColdToHotRainbow centred at
@@ -142,7 +142,7 @@ class ExplanationsMixin:
         enc = self._require_encoding()
         input_node = self.input_node
         if isinstance(mode, str) and mode == "other_class":
-            stats = self._class_statistics() if method in ("auto", "class_mean") else None
+            stats = self._class_statistics() if method in ("auto", "exemplar", "class_mean") else None
             how = "flip" if method == "auto" and stats is None else method
             kwargs: dict[str, Any] = {"method": how, "stats": stats}
         elif isinstance(mode, (tuple, list)) and len(mode) == 3 and mode[0] == "attribute":

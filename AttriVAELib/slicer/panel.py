@@ -85,12 +85,25 @@ def attribute_estimate(summary: Mapping[str, Any], dim: int) -> float | None:
     return None
 
 
+def moved_line(moved: Mapping[str, Any]) -> str:
+    """``Moved: <attribute names>`` and, past a few unnamed dims, their number only."""
+    named = [name for name in moved if not name.startswith("dim_")]
+    unnamed = [name for name in moved if name.startswith("dim_")]
+    if len(unnamed) <= 3:
+        return "Moved: " + ", ".join([*named, *unnamed])
+    return "Moved: " + ", ".join([*named, f"{len(unnamed)} unnamed dims"])
+
+
 def counterfactual_lines(result: Mapping[str, Any] | None) -> list[str]:
-    """``Moved: <dims>``, with a classifier ``Class probabilities after: ...`` and what the decoded
+    """``Moved: <dims>``, the donor of an exemplar counterfactual, with a classifier ``Class probabilities after: ...`` and what the decoded
     image shows when read back, and one line per read-back disagreement; [] before any."""
     if not result:
         return []
-    lines = ["Moved: " + ", ".join(result.get("moved", {}))]
+    lines = [moved_line(result.get("moved", {}))]
+    donor = result.get("exemplar")
+    if donor:
+        lines.append(f"Taken from training subject {donor['subject']} (its decoded image read back as the target "
+                     f"class, p {donor['readback']:.2f})")
     if result.get("probabilities_counterfactual"):
         probs = ", ".join(f"{p:.3f}" for p in result["probabilities_counterfactual"])
         lines.append(f"Class probabilities after: {probs}")

@@ -73,8 +73,10 @@ def _load_best(run_dir: str | os.PathLike) -> tuple[AttriVAE, dict[str, Any], di
 
 
 @torch.no_grad()
-def encode_split(model: AttriVAE, meta: Mapping[str, Any], split_name: str) -> dict[str, np.ndarray]:
-    """μ (N, L), class probabilities (N, C) or None, raw attributes (N, K_all), labels (N,) of a split."""
+def encode_split(model: AttriVAE, meta: Mapping[str, Any], split_name: str,
+                 readback: bool = False) -> dict[str, np.ndarray]:
+    """μ (N, L), class probabilities (N, C) or None, raw attributes (N, K_all), labels (N,) of a split;
+    with ``readback`` also the class probabilities of each reconstruction encoded again (N, C)."""
     from AttriVAELib.data.dataset import CohortDataset
     from AttriVAELib.data.preprocessing import PreprocessSpec
 
@@ -82,21 +84,25 @@ def encode_split(model: AttriVAE, meta: Mapping[str, Any], split_name: str) -> d
     own = Path(meta["data"].get("split_file") or "")
     split = read_split_file(own, manifest)[0] if own.name and own.is_file() else load_split(manifest, create=False)
     data = CohortDataset(manifest, split[split_name], PreprocessSpec.from_dict(meta["preprocess"]))
-    mus, probs = [], []
+    mus, probs, again = [], [], []
     for batch in torch.utils.data.DataLoader(data, batch_size=32):
         mu, _ = model.encode(batch["image"])
         mus.append(mu)
         logits = model.classify(mu)
         if logits is not None:
             probs.append(class_probabilities(logits))
+            if readback:
+                again.append(class_probabilities(model.classify(model.encode(model.decode(mu))[0])))
     return {"mu": torch.cat(mus).numpy(), "probs": torch.cat(probs).numpy() if probs else None,
+            "readback": torch.cat(again).numpy() if again else None,
             "attributes": data.attributes.numpy().astype(np.float64), "labels": data.labels.numpy(),
             "subjects": list(split[split_name])}
 
 
 def add_calibration(run_dir: str | os.PathLike) -> None:
     """Store in the best model what inference needs without the training data: the latent →
-    attribute calibration and the per-class statistics of μ, both fitted on the training split."""
+    attribute calibration and the per-class statistics of μ with their exemplars, all from the
+    training split."""
     from AttriVAELib.nn.calibration import AttributeCalibration, ClassStatistics
 
     model, tensors, meta = _load_best(run_dir)
@@ -104,7 +110,7 @@ def add_calibration(run_dir: str | os.PathLike) -> None:
     has_classes = model.config.num_classes > 0 and len((meta.get("labels") or {}).get("names") or []) > 1
     if k == 0 and not has_classes:
         return
-    enc = encode_split(model, meta, "train")
+    enc = encode_split(model, meta, "train", readback=has_classes)
     if k:
         names = meta["attributes"]["names"][:k]
         meta["calibration"] = AttributeCalibration.fit(enc["mu"][:, :k], enc["attributes"][:, :k], names).to_dict()
@@ -112,6 +118,7 @@ def add_calibration(run_dir: str | os.PathLike) -> None:
         try:
             stats = ClassStatistics.from_latents(enc["mu"].astype(np.float64), enc["labels"], meta["labels"]["names"],
                                                  source=f"{meta['data']['manifest']} (train split, n={len(enc['mu'])})")
+            stats = stats.with_exemplars(enc["mu"], enc["labels"], enc["readback"], enc["subjects"])
             meta["class_statistics"] = stats.to_dict()
         except ConfigError:  # a training split with one class: counterfactuals need explicit targets
             pass

@@ -21,6 +21,7 @@ it (:mod:`.distributed`, :mod:`.heldout`, :mod:`.config`, :mod:`.presets`).
 from __future__ import annotations
 
 import csv
+import gc
 import io
 import json
 import math
@@ -696,7 +697,10 @@ def train(data: str | os.PathLike | None, out: str | os.PathLike, *, config: dic
             summary["heldout"] = held
         summary["run_dir"] = str(run_dir)
         # Every rank leaves together (rank 0 may still be calibrating), and the process group is
-        # destroyed before the interpreter exits.
+        # destroyed before the interpreter exits. The DDP wrapper is freed first: its reducer
+        # holds gloo work whose teardown during interpreter finalization aborts the process.
+        del trainer
+        gc.collect()
         close_distributed(ctx)
         return summary
     except BaseException:

@@ -7,6 +7,7 @@ _EXPORTS = {
     "summarize_cohort": "AttriVAELib.cohorts.phantom.generator",
     "measure_shell": "AttriVAELib.cohorts.phantom.cohort",
     "segment_shell": "AttriVAELib.cohorts.phantom.cohort",
+    "DEMO_OVERRIDES": "AttriVAELib.cohorts.phantom.recipe",
     "TRAINING_OVERRIDES": "AttriVAELib.cohorts.phantom.recipe",
 }
 __all__ = sorted(_EXPORTS)
