@@ -337,18 +337,7 @@ def counterfactual(model: AttriVAEModel, encoding: Encoding, *, target_class: in
                     raise
         if stats is not None and method != "flip":
             dims_list = select_dims(model, dims, stats, own, t_class, min_effect, min_spread)
-            k = stats.nearest_exemplar(z, t_class, dims_list) if method in ("auto", "exemplar") else None
-            if method == "exemplar" and k is None:
-                raise ConfigError("these class statistics hold no exemplars of the target class; "
-                                  "use method class_mean or flip")
-            spread = stats.stds[t_class, dims_list] > stats.stds[own, dims_list]
-            z_cf[dims_list] = stats.means[t_class, dims_list]
-            how = "class_mean"
-            if k is not None and spread.any():
-                z_cf[dims_list] = np.where(spread, stats.exemplars[k, dims_list], stats.means[t_class, dims_list])
-                donor = {"subject": (stats.exemplar_subjects or [""] * (k + 1))[k],
-                         "readback": float(stats.exemplar_readback[k])}
-                how = "exemplar"
+            z_cf[dims_list], how, donor = _class_target(stats, z, own, t_class, dims_list, method)
         else:
             if isinstance(dims, str) and dims == "relevant":
                 dims_list = list(range(model.latent_size))
@@ -365,6 +354,20 @@ def counterfactual(model: AttriVAEModel, encoding: Encoding, *, target_class: in
         probabilities=None if probs is None else probs[0], probabilities_cf=None if probs is None else probs[1],
         attributes=None if attrs is None else attrs[0], attributes_cf=None if attrs is None else attrs[1],
         exemplar=donor)
+
+
+def _class_target(stats: ClassStatistics, z: np.ndarray, source: int, target: int, dims: list[int],
+                  method: str) -> tuple[np.ndarray, str, dict[str, Any] | None]:
+    """Values of ``dims`` towards ``target``, the method used and the donor (see the module docstring)."""
+    means = stats.means[target, dims]
+    k = stats.nearest_exemplar(z, target, dims) if method in ("auto", "exemplar") else None
+    if method == "exemplar" and k is None:
+        raise ConfigError("these class statistics hold no exemplars of the target class; use method class_mean or flip")
+    spread = stats.stds[target, dims] > stats.stds[source, dims]
+    if k is None or not spread.any():
+        return means, "class_mean", None
+    donor = {"subject": (stats.exemplar_subjects or [""] * (k + 1))[k], "readback": float(stats.exemplar_readback[k])}
+    return np.where(spread, stats.exemplars[k, dims], means), "exemplar", donor
 
 
 def _class_index(model: AttriVAEModel, target: int | str) -> int:
