@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from AttriVAELib.core.errors import ConfigError, InputError
+from AttriVAELib.core.errors import CheckpointError, ConfigError, InputError
 from AttriVAELib.data.io import Geometry, Volume
 from AttriVAELib.explain.counterfactual import (CACHE_FILE, ClassStatistics, class_statistics, counterfactual,
                                                 flip_latent, select_dims)
@@ -208,6 +208,16 @@ def test_class_statistics_exemplars_round_trip_and_selection():
     # No sure exemplar at all: the nearest of the class.
     assert stats.exemplar_subjects[stats.nearest_exemplar(mu[7], 1, moved=[], min_readback=1.0)] == "s7"
     assert ClassStatistics.from_latents(mu, labels, ["a", "b"]).nearest_exemplar(mu[0], 1, moved=[]) is None
+
+
+@pytest.mark.parametrize("broken", [{"mu": [[0.0, 1.0]], "labels": [0], "readback": [1.0]},
+                                    {"mu": [[0.0] * 8], "labels": [5], "readback": [1.0]},
+                                    {"mu": [[float("nan")] * 8], "labels": [0], "readback": [1.0]},
+                                    {"mu": [[0.0] * 8], "labels": [0]}])
+def test_malformed_stored_exemplars_are_one_checkpoint_error(broken):
+    stats = ClassStatistics(["a", "b"], np.zeros((2, 8)), np.ones((2, 8)), np.array([3, 3])).to_dict()
+    with pytest.raises(CheckpointError, match="exemplars are malformed"):
+        ClassStatistics.from_dict({**stats, "exemplars": broken})
 
 
 def test_older_cache_without_exemplars_is_recomputed(run_copy):

@@ -45,7 +45,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 
-from AttriVAELib.core.errors import AttriVAEError, ConfigError, InputError
+from AttriVAELib.core.errors import AttriVAEError, CheckpointError, ConfigError, InputError
 from AttriVAELib.explain import COUNTERFACTUAL_METHODS
 from AttriVAELib.inference.model import AttriVAEModel, Dim, Encoding
 from AttriVAELib.nn.calibration import ClassStatistics
@@ -105,7 +105,7 @@ def class_statistics(model: AttriVAEModel, split: str = "train", cache: bool = T
             saved = json.loads(cache_path.read_text())
             entry = saved.get(split) if saved.get("weights_sha256") == digest else None
             stats = ClassStatistics.from_dict(entry) if entry else None
-        except (OSError, ValueError, KeyError, TypeError):
+        except (OSError, ValueError, KeyError, TypeError, CheckpointError):  # unreadable: computed again
             stats = None
         if stats is not None and stats.exemplars is None:  # written by an older version
             stats = None
@@ -366,7 +366,9 @@ def _class_target(stats: ClassStatistics, z: np.ndarray, source: int, target: in
     spread = stats.stds[target, dims] > stats.stds[source, dims]
     if k is None or not spread.any():
         return means, "class_mean", None
-    donor = {"subject": (stats.exemplar_subjects or [""] * (k + 1))[k], "readback": float(stats.exemplar_readback[k])}
+    subjects, readback = stats.exemplar_subjects, stats.exemplar_readback
+    donor = {"subject": subjects[k] if subjects else "",
+             "readback": float(readback[k]) if readback is not None else float("nan")}
     return np.where(spread, stats.exemplars[k, dims], means), "exemplar", donor
 
 

@@ -16,7 +16,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from AttriVAELib.core.errors import ConfigError
+from AttriVAELib.core.errors import CheckpointError, ConfigError
 
 __all__ = ["EXEMPLARS_PER_CLASS", "MIN_READBACK", "AttributeCalibration", "ClassStatistics"]
 
@@ -173,7 +173,7 @@ class ClassStatistics:
                                "stds": self.stds.tolist(), "counts": self.counts.tolist(), "source": self.source}
         if self.exemplars is not None:
             out["exemplars"] = {"mu": np.round(self.exemplars, 4).tolist(), "labels": self.exemplar_labels.tolist(),
-                                "readback": np.round(self.exemplar_readback, 4).tolist(),
+                                "readback": np.round(self.exemplar_readback, 6).tolist(),
                                 "subjects": list(self.exemplar_subjects or [])}
         return out
 
@@ -210,8 +210,19 @@ class ClassStatistics:
                     str(d.get("source", "")))
         exemplars = d.get("exemplars")
         if isinstance(exemplars, Mapping) and exemplars.get("mu"):
-            stats.exemplars = np.asarray(exemplars["mu"], dtype=np.float64).reshape(len(exemplars["mu"]), -1)
-            stats.exemplar_labels = np.asarray(exemplars["labels"], dtype=np.int64)
-            stats.exemplar_readback = np.asarray(exemplars["readback"], dtype=np.float64)
-            stats.exemplar_subjects = [str(s) for s in exemplars.get("subjects") or []]
+            try:
+                mu = np.asarray(exemplars["mu"], dtype=np.float64)
+                labels = np.asarray(exemplars["labels"], dtype=np.int64)
+                readback = np.asarray(exemplars["readback"], dtype=np.float64)
+                subjects = [str(s) for s in exemplars.get("subjects") or []]
+            except (KeyError, TypeError, ValueError) as exc:
+                raise CheckpointError(f"the stored class exemplars are malformed ({exc})") from None
+            m = len(mu)
+            if (mu.shape != (m, stats.means.shape[1]) or labels.shape != (m,) or readback.shape != (m,)
+                    or len(subjects) not in (0, m) or not np.isfinite(mu).all()
+                    or ((labels < 0) | (labels >= len(stats.label_names))).any()):
+                raise CheckpointError(f"the stored class exemplars are malformed: {m} codes do not match "
+                                      f"{stats.means.shape[1]} latent dims, their labels, read-backs and subjects")
+            stats.exemplars, stats.exemplar_labels, stats.exemplar_readback = mu, labels, readback
+            stats.exemplar_subjects = subjects or [""] * m
         return stats
