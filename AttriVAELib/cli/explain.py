@@ -329,8 +329,8 @@ def run_explain(args: argparse.Namespace) -> int:
         atomic.write_json(tmp / "explain.json", summary)
     donor = ex.counterfactual.exemplar if ex.counterfactual is not None else None
     if donor:
-        print(f"counterfactual: the class-relevant dims taken from training subject {donor['subject']} "
-              f"(its decoded image read back as the target class, p {donor['readback']:.2f})")
+        print(f"counterfactual: the dims that vary more within the target class taken from training subject "
+              f"{donor['subject']} (its decoded image read back as the target class, p {donor['readback']:.2f})")
     for note in ex.notes:
         print(f"note: {note}", file=sys.stderr)
     print(f"wrote {len([f for f in files.values() if f.endswith('.nii.gz')])} volumes and "
