@@ -220,6 +220,30 @@ def test_malformed_stored_exemplars_are_one_checkpoint_error(broken):
         ClassStatistics.from_dict({**stats, "exemplars": broken})
 
 
+def test_stored_statistics_prefer_exemplars_and_never_compute(run_copy, monkeypatch):
+    """What Slicer reads without the training data: the checkpoint's, else the cache's, those with
+    exemplars first; malformed statistics count as none there."""
+    import AttriVAELib.explain.counterfactual as cfmod
+    from AttriVAELib.slicer.latent_space import stored_class_statistics as slicer_lookup
+
+    def no_compute(*_a, **_k):
+        raise AssertionError("stored statistics computed from the training data")
+
+    class_statistics(_without_stored_statistics(run_copy))  # writes the cache, with exemplars
+    monkeypatch.setattr(cfmod, "_compute_class_statistics", no_compute)
+    older = AttriVAEModel.load(run_copy, device="cpu")
+    older.meta["class_statistics"].pop("exemplars")  # a checkpoint from an older version
+    assert cfmod.stored_class_statistics(older).exemplars is not None  # completed from the cache
+    (run_copy / CACHE_FILE).unlink()
+    plain = cfmod.stored_class_statistics(older)
+    assert plain is not None and plain.exemplars is None  # the checkpoint's, as they are
+    assert cfmod.stored_class_statistics(_without_stored_statistics(run_copy)) is None
+    older.meta["class_statistics"]["exemplars"] = {"mu": [[0.0]], "labels": [0], "readback": [1.0]}
+    with pytest.raises(CheckpointError):
+        cfmod.stored_class_statistics(older)
+    assert slicer_lookup(older) is None
+
+
 def test_older_cache_without_exemplars_is_recomputed(run_copy):
     model = _without_stored_statistics(run_copy)
     stats = class_statistics(model)

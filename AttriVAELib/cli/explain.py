@@ -263,6 +263,7 @@ def run_explain(args: argparse.Namespace) -> int:
     from AttriVAELib.explain.explain import explain_encoding
     from AttriVAELib.explain.gradcam import resolve_layer
     from AttriVAELib.explain.montage import save_montage
+    from AttriVAELib.inference.readback import donor_note
 
     _check_steps("--ig-steps", args.ig_steps, MAX_IG_STEPS)
     _check_out_folder(args, "explain.json", "explain")
@@ -329,8 +330,7 @@ def run_explain(args: argparse.Namespace) -> int:
         atomic.write_json(tmp / "explain.json", summary)
     donor = ex.counterfactual.exemplar if ex.counterfactual is not None else None
     if donor:
-        print(f"counterfactual: the dims that vary more within the target class taken from training subject "
-              f"{donor['subject']} (its decoded image read back as the target class, p {donor['readback']:.2f})")
+        print(f"counterfactual: the dims that vary more within the target class {donor_note(donor)}")
     for note in ex.notes:
         print(f"note: {note}", file=sys.stderr)
     print(f"wrote {len([f for f in files.values() if f.endswith('.nii.gz')])} volumes and "

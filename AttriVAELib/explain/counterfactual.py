@@ -58,6 +58,7 @@ __all__ = [
     "counterfactual",
     "flip_latent",
     "select_dims",
+    "stored_class_statistics",
 ]
 
 CACHE_FILE = "class_statistics.json"
@@ -88,27 +89,18 @@ def class_statistics(model: AttriVAEModel, split: str = "train", cache: bool = T
     Raises:
         ConfigError: the model has no classifier or the data has fewer than two classes.
         InputError: the training data recorded in the checkpoint cannot be read.
+        CheckpointError: the checkpoint's statistics are malformed.
     """
     if not model.has_classifier:
         raise ConfigError("this model has no classifier, so it has no classes to move between")
     key = f"class_statistics:{split}"
     if key in model._cache:
         return model._cache[key]
-    stored: ClassStatistics | None = None
-    if split == "train" and isinstance(model.meta.get("class_statistics"), Mapping):
-        stored = ClassStatistics.from_dict(model.meta["class_statistics"])
+    stored = _from_checkpoint(model, split)
     stats = stored if stored is not None and stored.exemplars is not None else None
-    digest = _weights_digest(model)
-    cache_path = model.run_dir / CACHE_FILE if model.run_dir is not None else None
-    if stats is None and cache and cache_path is not None and cache_path.exists() and digest:
-        try:
-            saved = json.loads(cache_path.read_text())
-            entry = saved.get(split) if saved.get("weights_sha256") == digest else None
-            stats = ClassStatistics.from_dict(entry) if entry else None
-        except (OSError, ValueError, KeyError, TypeError, CheckpointError):  # unreadable: computed again
-            stats = None
-        if stats is not None and stats.exemplars is None:  # written by an older version
-            stats = None
+    if stats is None and cache:
+        cached = _from_cache(model, split)
+        stats = cached if cached is not None and cached.exemplars is not None else None  # else an older version's
     if stats is None:
         try:
             stats = _compute_class_statistics(model, split, batch_size)
@@ -117,10 +109,47 @@ def class_statistics(model: AttriVAEModel, split: str = "train", cache: bool = T
                 raise
             stats = stored
         else:
-            if cache and cache_path is not None and digest:
-                _write_cache(cache_path, digest, split, stats)
+            digest = _weights_digest(model)
+            if cache and model.run_dir is not None and digest:
+                _write_cache(model.run_dir / CACHE_FILE, digest, split, stats)
     model._cache[key] = stats
     return stats
+
+
+def stored_class_statistics(model: AttriVAEModel, split: str = "train") -> ClassStatistics | None:
+    """The class statistics stored with the model, never computed (that would read the training
+    set): from the checkpoint or the cache of :func:`class_statistics`, those holding exemplars
+    first; None when neither has them.
+
+    Raises:
+        CheckpointError: the checkpoint's statistics are malformed.
+    """
+    stored = _from_checkpoint(model, split)
+    if stored is not None and stored.exemplars is not None:
+        return stored
+    cached = _from_cache(model, split)
+    if cached is not None and (cached.exemplars is not None or stored is None):
+        return cached
+    return stored
+
+
+def _from_checkpoint(model: AttriVAEModel, split: str) -> ClassStatistics | None:
+    """The training split's statistics in the checkpoint metadata (CheckpointError if malformed)."""
+    saved = model.meta.get("class_statistics")
+    return ClassStatistics.from_dict(saved) if split == "train" and isinstance(saved, Mapping) else None
+
+
+def _from_cache(model: AttriVAEModel, split: str) -> ClassStatistics | None:
+    """The statistics in ``RUN/class_statistics.json`` written for these weights; None if absent or unreadable."""
+    digest = _weights_digest(model)
+    if model.run_dir is None or not digest or not (model.run_dir / CACHE_FILE).exists():
+        return None
+    try:
+        saved = json.loads((model.run_dir / CACHE_FILE).read_text())
+        entry = saved.get(split) if saved.get("weights_sha256") == digest else None
+        return ClassStatistics.from_dict(entry) if entry else None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, CheckpointError):
+        return None
 
 
 def _compute_class_statistics(model: AttriVAEModel, split: str, batch_size: int) -> ClassStatistics:

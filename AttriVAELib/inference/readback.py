@@ -18,7 +18,7 @@ intensities lie far outside it (the model then sees a nearly uniform image).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from AttriVAELib.inference.encoding import Encoding
     from AttriVAELib.inference.model import AttriVAEModel
 
-__all__ = ["ATTRIBUTE_TOLERANCE", "ReadBack", "frames_note", "intensity_note", "read_back"]
+__all__ = ["ATTRIBUTE_TOLERANCE", "ReadBack", "donor_note", "frames_note", "intensity_note", "read_back"]
 
 #: An attribute read back further than this share of its calibrated range from the code's value disagrees.
 ATTRIBUTE_TOLERANCE = 0.25
@@ -108,6 +108,13 @@ def frames_note(warnings: Sequence[Sequence[str]]) -> str | None:
     if not warned:
         return None
     return f"{len(warned)} of {len(warnings)} frames do not show what their code says, e.g. {warned[0][0]}"
+
+
+def donor_note(donor: Mapping[str, Any]) -> str:
+    """Where an exemplar counterfactual took its dims from (``donor``: its ``subject`` and
+    ``readback``), and how surely the model reads the donor's own decoded image as its class."""
+    return (f"taken from training subject {donor['subject']} (its decoded image read back as the target class, "
+            f"p {donor['readback']:.2f})")
 
 
 def intensity_note(model: AttriVAEModel, encoding: Encoding) -> str | None:

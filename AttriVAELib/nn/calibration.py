@@ -11,7 +11,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -148,9 +148,9 @@ class ClassStatistics:
             members = np.flatnonzero(labels == c)
             keep += members[np.argsort(-readback[members], kind="stable")[:per_class]].tolist()
         keep.sort()
-        return ClassStatistics(self.label_names, self.means, self.stds, self.counts, self.source,
-                               np.asarray(mu, dtype=np.float64)[keep], labels[keep].astype(np.int64), readback[keep],
-                               [str(subjects[i]) for i in keep])
+        return replace(self, exemplars=np.asarray(mu, dtype=np.float64)[keep],
+                       exemplar_labels=labels[keep].astype(np.int64), exemplar_readback=readback[keep],
+                       exemplar_subjects=[str(subjects[i]) for i in keep])
 
     def nearest_exemplar(self, z: np.ndarray, target: int, moved: Sequence[int],
                          min_readback: float = MIN_READBACK) -> int | None:

@@ -20,7 +20,7 @@ include the encoded μ_d.
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -64,25 +64,17 @@ def stored_class_statistics(model):
     """Class statistics of the training split stored with the model, else None.
 
     From the checkpoint metadata or a ``class_statistics.json`` cache next to it written for
-    these weights (same SHA-256). Never computes them: that would read the training set.
+    these weights (same SHA-256), those holding exemplars first
+    (:func:`AttriVAELib.explain.counterfactual.stored_class_statistics`). Never computes them:
+    that would read the training set. Unreadable statistics count as none.
     """
-    import json
-
-    from AttriVAELib.nn.calibration import ClassStatistics
+    from AttriVAELib.core.errors import AttriVAEError
+    from AttriVAELib.explain.counterfactual import stored_class_statistics as lookup
 
     try:
-        if not model.has_classifier:
-            return None
-        if isinstance(model.meta.get("class_statistics"), Mapping):
-            return ClassStatistics.from_dict(model.meta["class_statistics"])
-        if model.source is not None and (model.source.parent / "class_statistics.json").is_file():
-            digest = json.loads(model.source.with_suffix(".json").read_text()).get("sha256")
-            saved = json.loads((model.source.parent / "class_statistics.json").read_text())
-            if digest and saved.get("weights_sha256") == digest and isinstance(saved.get("train"), Mapping):
-                return ClassStatistics.from_dict(saved["train"])
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
-    return None
+        return lookup(model) if model.has_classifier else None
+    except (OSError, ValueError, KeyError, TypeError, AttriVAEError):
+        return None
 
 
 def slider_ranges(model, stats=None, mu: Sequence[float] | None = None) -> list[tuple[float, float]]:

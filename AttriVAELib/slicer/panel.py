@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from typing import Any, Mapping, NamedTuple
 
-__all__ = ["PanelViewsMixin", "SliderSpec", "attribute_estimate", "counterfactual_lines", "dimension_choices", "slider_specs",
-           "summary_lines", "traversal_range"]
+__all__ = ["PanelViewsMixin", "SliderSpec", "attribute_estimate", "counterfactual_lines", "dimension_choices",
+           "moved_line", "slider_specs", "summary_lines", "traversal_range"]
 
 
 class SliderSpec(NamedTuple):
@@ -95,15 +95,18 @@ def moved_line(moved: Mapping[str, Any]) -> str:
 
 
 def counterfactual_lines(result: Mapping[str, Any] | None) -> list[str]:
-    """``Moved: <dims>``, the donor of an exemplar counterfactual, with a classifier ``Class probabilities after: ...`` and what the decoded
-    image shows when read back, and one line per read-back disagreement; [] before any."""
+    """``Moved: <dims>``, the donor of an exemplar counterfactual, with a classifier ``Class
+    probabilities after: ...`` and what the decoded image shows when read back, and one line per
+    read-back disagreement; [] before any."""
     if not result:
         return []
     lines = [moved_line(result.get("moved", {}))]
     donor = result.get("exemplar")
     if donor:
-        lines.append(f"Taken from training subject {donor['subject']} (its decoded image read back as the target "
-                     f"class, p {donor['readback']:.2f})")
+        from AttriVAELib.inference.readback import donor_note
+
+        note = donor_note(donor)
+        lines.append(note[0].upper() + note[1:])
     if result.get("probabilities_counterfactual"):
         probs = ", ".join(f"{p:.3f}" for p in result["probabilities_counterfactual"])
         lines.append(f"Class probabilities after: {probs}")
