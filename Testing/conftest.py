@@ -57,3 +57,18 @@ def tiny_run(tiny_cohort: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
     run = tmp_path_factory.mktemp("runs") / "tiny"
     train(tiny_cohort, run, config=resolve_config("attri_vae", TINY_TRAIN), progress=False)
     return run
+
+
+def epoch_moves_the_decoder(trainer) -> dict:
+    """Train ``trainer`` (a Trainer with a measured loss) one epoch; assert its measured term counted and its
+    decoder's weights moved. Returns the epoch's row."""
+    import numpy as np
+    import torch
+
+    before = {k: v.clone() for k, v in trainer.model.decoder.state_dict().items()}
+    row = trainer.train_epoch(0, None)
+    assert row["train_measured"] > 0 and np.isfinite(row["train_total"])
+    after = trainer.model.decoder.state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+    return row
+

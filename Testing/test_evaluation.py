@@ -199,7 +199,12 @@ def test_evaluate_writes_metrics_and_a_self_contained_report(tiny_run, tmp_path,
         assert 0 <= direction["valid_judge"] <= 1 and 0 <= direction["valid_encoder"] <= 1
         assert direction["proximity_l1_median"] >= 0
         assert 0 <= direction.get("drawn_compactness_median", 0) <= 1 + 1e-9
-    assert faith["lesion_scale"] is None or faith["lesion_scale"] > 0
+    assert faith["lesion_scale"] > 0
+    for key in ("lesion_traversal", "lesion_traversal_with_lesion"):  # both groups, compactness and the judge
+        sweep = faith[key]
+        assert sweep["subjects"] >= 1 and 0 <= sweep["compactness_median"] <= 1 + 1e-9
+        assert sweep["valid_judge"] in {i / sweep["subjects"] for i in range(sweep["subjects"] + 1)}
+    assert "lesion_traversal_judge" in metrics["headline"]
     assert "auc_reencoded" in metrics["headline"]
     decoded = metrics["decoded_attributes"]
     assert set(decoded) <= set(metrics["attributes"]) and "wall_thickness_mm" in decoded

@@ -16,7 +16,7 @@ from hostile_helpers import TINY_CONFIG, assert_one_line_error, run
     ("train: {val_every: 0}", "train.val_every must be >= 1"),
     ("model: {latent_dim: 100000000}", "latent_dim 100000000 is larger than the maximum"),
     ("train: {epochs: 1.5}", "train.epochs must be a whole number"),
-    ("train: {selection_metric: bogus}", "train.selection_metric must be one of val_loss"),
+    ("train: {selection_metric: bogus}", "train.selection_metric must be one of val_loss, last"),
     ("train: {seed: 1e23}", "train.seed must be <="),
     ("data: {split_fractions: [0.5, 0.5, 0.5]}", "must sum to 1"),
     ("data: {preprocess: {size: 40}}", "data.preprocess.size (40) differs from model.input_size (32)"),

@@ -165,6 +165,18 @@ def test_time_budget_stops_after_an_epoch_and_finishes_the_run(cohort_copy: Path
     assert (tmp_path / "run" / "heldout.json").exists()
 
 
+def test_selection_last_keeps_the_last_epochs_weights(cohort_copy: Path, tmp_path: Path) -> None:
+    config = resolve_config("attri_vae", {**TINY, "train": {**TINY["train"], "epochs": 3, "selection_metric": "last"},
+                                          "optim": {**TINY["optim"], "lr": 1e-2}})
+    summary = train(cohort_copy, tmp_path / "run", config=config, progress=False)
+    assert summary["best"]["epoch"] == 3 and summary["best"]["metric"] == "last"
+    best, meta = load_checkpoint(tmp_path / "run")
+    last, _ = load_checkpoint(tmp_path / "run", "last")
+    kept, final = split_prefix(best, "model"), split_prefix(last, "model")
+    assert meta["best"]["epoch"] == 3 and kept and kept.keys() == final.keys()
+    assert all(torch.equal(kept[k], final[k]) for k in kept)
+
+
 def test_negative_time_budget_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="max_minutes"):
         resolve_config("attri_vae", {"train": {"max_minutes": -1}})

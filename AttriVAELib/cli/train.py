@@ -85,7 +85,8 @@ def run_from_args(args: argparse.Namespace) -> int:
 def print_summary(summary: Mapping[str, Any]) -> None:
     run = Path(summary["run_dir"])
     print(f"run folder:  {run}")
-    print(f"best model:  {run / 'model.safetensors'} (epoch {summary['best']['epoch']}, selected on the validation split)")
+    how = "the last epoch" if summary["best"].get("metric") == "last" else "selected on the validation split"
+    print(f"best model:  {run / 'model.safetensors'} (epoch {summary['best']['epoch']}, {how})")
     print(f"logs:        {run / 'metrics.csv'}, {run / 'tensorboard'}")
     held = summary.get("heldout")
     if held:

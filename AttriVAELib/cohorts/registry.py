@@ -113,8 +113,8 @@ class Cohort:
         Returns a callable ``loss(decode, outputs, x, attributes) -> Tensor``. Cohorts without
         one refuse with one line.
         """
-        raise ConfigError(f"loss.measured_gamma needs a synth-brain cohort with cortical_thickness_mm among the "
-                          f"regularized attributes; {manifest.path} is not a synth-brain cohort")
+        raise ConfigError("loss.measured_gamma needs a synth-brain or a phantom cohort (attrivae synth-brain, attrivae "
+                          f"synth); {manifest.path} is neither")
 
 
 #: Data with no (known) generator: foreground segmentation, no measure.

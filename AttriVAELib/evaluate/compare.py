@@ -45,6 +45,7 @@ COLUMNS: list[tuple[str, str]] = [
     ("cf_valid_judge_min", "CF valid (judge)"),
     ("lesion_fidelity_rho", "Lesion traversal ρ"),
     ("lesion_gain", "Lesion gain"),
+    ("lesion_gain_with_lesion", "Lesion gain (with lesion)"),
 ]
 
 

@@ -275,11 +275,14 @@ def headline(result: Mapping[str, Any]) -> dict[str, float]:
         out["fidelity_rho_min"] = min(v["rho"] for v in fid.values())
         out["fidelity_leakage_max"] = max(v["leakage_max"] for v in fid.values())
     faith = result.get("faithfulness") or {}
-    lesion = faith.get("lesion_traversal") or {}
-    if lesion.get("rho") is not None:
-        out["lesion_fidelity_rho"] = lesion["rho"]
-    if lesion.get("gain") is not None:
-        out["lesion_gain"] = lesion["gain"]
+    for key, suffix in (("lesion_traversal", ""), ("lesion_traversal_with_lesion", "_with_lesion")):
+        lesion = faith.get(key) or {}
+        if lesion.get("rho") is not None:
+            out[f"lesion_fidelity_rho{suffix}"] = lesion["rho"]
+        if lesion.get("gain") is not None:
+            out[f"lesion_gain{suffix}"] = lesion["gain"]
+        if lesion.get("valid_judge") is not None:
+            out[f"lesion_traversal_judge{suffix}"] = lesion["valid_judge"]
     rc = faith.get("reconstruction_class") or {}
     if rc.get("auc_reencoded") is not None:
         out["auc_reencoded"] = rc["auc_reencoded"]

@@ -221,14 +221,17 @@ def counterfactual_faithfulness(model: AttriVAEModel, encodings: Sequence[Encodi
 
 
 def lesion_traversal(model: AttriVAEModel, encodings: Sequence[Encoding], dim: int, value_range: tuple[float, float],
-                     scale: float, spread: float | None, steps: int = 9,
-                     radius_mm: float | None = None) -> dict[str, Any]:
+                     scale: float, spread: float | None, steps: int = 9, radius_mm: float | None = None,
+                     judge: Judge | None = None, classes: tuple[int, int] | None = None) -> dict[str, Any]:
     """The lesion dim's traversal re-measured as drawn lesion volume (beyond its lowest step).
 
     Spearman ρ of drawn volume vs the latent value over every (subject, step) pooled, and the
     gain: the median over subjects of the drawn change across the sweep (least-squares slope ×
     range, mL) ÷ ``spread`` (the lesion volume's 5–95 % spread among real subjects). With
-    ``radius_mm`` a step's drawn lesion is read near its peak (:func:`drawn_lesion`).
+    ``radius_mm`` a step's drawn lesion is read near its peak (:func:`drawn_lesion`) and the top
+    step's compactness (the share of its added intensity there) is reported. With a ``judge`` and
+    ``classes`` (without, with a lesion) the share of subjects whose lowest step the judge assigns
+    to the first class and whose top step it assigns to the second.
     """
     from AttriVAELib.evaluate.fidelity import spearman_rho
 
@@ -236,6 +239,8 @@ def lesion_traversal(model: AttriVAEModel, encodings: Sequence[Encoding], dim: i
     xs: list[float] = []
     drawn: list[float] = []
     changes: list[float] = []
+    compact: list[float] = []
+    judged: list[float] = []
     for enc in encodings:
         decoded = model.traverse(enc, dim, values)
         row = [drawn_lesion(v, decoded[0], enc, scale, radius_mm) for v in decoded]
@@ -243,11 +248,18 @@ def lesion_traversal(model: AttriVAEModel, encodings: Sequence[Encoding], dim: i
         drawn.extend(row)
         slope = float(np.polyfit(values, row, 1)[0]) if np.ptp(row) > 0 else 0.0
         changes.append(slope * (values[-1] - values[0]))
+        everywhere = _volume_ml(_excess(decoded[-1], decoded[0]), enc, scale)
+        compact.append(row[-1] / everywhere if everywhere > 0 else 0.0)
+        if judge is not None and classes is not None:
+            ends = judge.probabilities(np.stack([decoded[0], decoded[-1]])).argmax(1)
+            judged.append(float(int(ends[0]) == classes[0] and int(ends[1]) == classes[1]))
     if not encodings:
         return {}
     change = float(np.median(changes))
     return {"rho": spearman_rho(np.asarray(xs), drawn), "change_median_ml": change,
             "drawn_max_median_ml": float(np.median(np.asarray(drawn).reshape(len(encodings), steps)[:, -1])),
+            "compactness_median": float(np.median(compact)) if radius_mm is not None else None,
+            "valid_judge": float(np.mean(judged)) if judged else None,
             "spread_ml": spread, "gain": None if not spread else change / spread, "subjects": len(encodings)}
 
 
@@ -325,14 +337,33 @@ def faithfulness_section(model: AttriVAEModel, encodings: Sequence[Encoding], la
                f"share of the added intensity in one lesion-sized ball {_fmt(v['drawn_compactness_median'])}, ")
             + f"L1 change outside {_fmt(v.get('proximity_l1_median'))} ({v['subjects']} subjects)")
     if scale is not None and lesion_dim is not None and lesion_range is not None and traversal_subjects:
-        healthy = [encodings[i] for i in np.flatnonzero(np.asarray(lesion_volumes) == 0)[:traversal_subjects]]
         spread = float(np.subtract(*np.percentile(lesion_volumes, [95, 5])))
-        out["lesion_traversal"] = lt = lesion_traversal(model, healthy, lesion_dim, lesion_range, scale, spread,
-                                                        traversal_steps, radius)
-        if lt:
-            log(f"lesion traversal: drawn lesion volume ρ {lt['rho']:.2f}, gain {_fmt(lt['gain'])} "
-                f"(largest drawn {lt['drawn_max_median_ml']:.2f} mL; {lt['subjects']} subjects without a lesion)")
+        volumes = np.asarray(lesion_volumes)
+        lesion_classes = _lesion_classes(labels, volumes)
+        for key, chosen, who in (("lesion_traversal", volumes == 0, "without a lesion"),
+                                 ("lesion_traversal_with_lesion", volumes > 0, "with a lesion")):
+            group = [encodings[i] for i in np.flatnonzero(chosen)[:traversal_subjects]]
+            out[key] = lt = lesion_traversal(model, group, lesion_dim, lesion_range, scale, spread, traversal_steps,
+                                             radius, judge, lesion_classes)
+            if lt:
+                log(f"lesion traversal of subjects {who}: drawn lesion volume ρ {lt['rho']:.2f}, gain "
+                    f"{_fmt(lt['gain'])}, share of the top step's added intensity in one lesion-sized ball "
+                    f"{_fmt(lt['compactness_median'])}, lowest and top steps judged as the classes without and with "
+                    f"a lesion {_pct(lt['valid_judge'])} (largest drawn {lt['drawn_max_median_ml']:.2f} mL; "
+                    f"{lt['subjects']} subjects)")
     return out
+
+
+def _lesion_classes(labels: np.ndarray, volumes: np.ndarray) -> tuple[int, int] | None:
+    """(the class of most subjects without a lesion, that of most with one), or None where they are one class."""
+    labels = np.asarray(labels)
+    picked = []
+    for chosen in (volumes == 0, volumes > 0):
+        known = labels[chosen & (labels >= 0)]
+        if not len(known):
+            return None
+        picked.append(int(np.bincount(known.astype(int)).argmax()))
+    return None if picked[0] == picked[1] else (picked[0], picked[1])
 
 
 def _fmt(value: float | None) -> str:

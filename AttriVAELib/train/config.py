@@ -44,7 +44,7 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "compile": False,
     "num_threads": 0,  # torch intra-op threads; 0 = torch's default
     "deterministic": True,  # deterministic algorithms on CPU
-    "selection_metric": "val_loss",
+    "selection_metric": "val_loss",  # val_loss: the epoch of lowest validation loss | last: the last epoch
     "init_from": None,  # a run folder or model.safetensors whose weights start this run (fine-tuning)
 }
 
@@ -129,7 +129,7 @@ def resolve_config(preset: str = "attri_vae", file_config: Mapping | None = None
 
 
 #: Selection metrics of the best model (the validation loss; never a test-split score).
-SELECTION_METRICS = ("val_loss",)
+SELECTION_METRICS = ("val_loss", "last")
 #: Seeds: whole numbers in [0, 2³²), which every generator (NumPy, torch, scikit-learn) takes.
 MAX_SEED = 2**32 - 1
 
@@ -197,8 +197,8 @@ def _validate_numbers(config: dict) -> None:
     for key in ("channels_last", "compile", "deterministic"):
         train[key] = _flag("train", key, train[key])
     if train["selection_metric"] not in SELECTION_METRICS:
-        raise ConfigError(f"train.selection_metric must be one of {', '.join(SELECTION_METRICS)} (the best model is "
-                          f"selected on the validation loss), got {train['selection_metric']!r}")
+        raise ConfigError(f"train.selection_metric must be one of {', '.join(SELECTION_METRICS)} (the model kept is "
+                          f"the epoch of lowest validation loss, or the last), got {train['selection_metric']!r}")
     if train["init_from"] is not None and not isinstance(train["init_from"], str):
         raise ConfigError(f"train.init_from must be a run folder or a model.safetensors path, got {train['init_from']!r}")
     attributes = data["attributes"]

@@ -507,9 +507,11 @@ class Trainer:
                     row.update(self.validate(epoch))
                 row["seconds"] = time.perf_counter() - t0
                 self.history.append(row)
-                improved = "val_total" in row and row["val_total"] < self.best["score"]
+                keep_last = tcfg["selection_metric"] == "last"
+                improved = "val_total" in row and (keep_last or row["val_total"] < self.best["score"])
                 if improved:
-                    self.best = {"epoch": epoch + 1, "score": row["val_total"], "metric": "val_total"}
+                    self.best = {"epoch": epoch + 1, "score": row["val_total"],
+                                 "metric": "last" if keep_last else "val_total"}
                     self.bad_epochs = 0
                 elif "val_total" in row:
                     self.bad_epochs += 1

@@ -1,4 +1,5 @@
-"""The phantom cohort: generator (:mod:`.generator`), measure (:mod:`.cohort`), training recipe (:mod:`.recipe`)."""
+"""The phantom cohort: generator (:mod:`.generator`), measure (:mod:`.cohort`), training recipe (:mod:`.recipe`),
+measured-lesion loss (:mod:`.loss`)."""
 
 from AttriVAELib.core.lazy import lazy_exports
 
@@ -7,6 +8,8 @@ _EXPORTS = {
     "summarize_cohort": "AttriVAELib.cohorts.phantom.generator",
     "measure_shell": "AttriVAELib.cohorts.phantom.cohort",
     "segment_shell": "AttriVAELib.cohorts.phantom.cohort",
+    "segment_body": "AttriVAELib.cohorts.phantom.cohort",
+    "MeasuredLesionLoss": "AttriVAELib.cohorts.phantom.loss",
     "DEMO_OVERRIDES": "AttriVAELib.cohorts.phantom.recipe",
     "TRAINING_OVERRIDES": "AttriVAELib.cohorts.phantom.recipe",
 }
