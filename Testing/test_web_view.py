@@ -339,15 +339,15 @@ def test_traversal_plays_frames(page, shots: Path):
     first = web.settled_pixels(page, "Output")
     label = page.inner_text("#frame-label")
     page.click("#play-btn")
-    seen = [(label, first)]
+    seen = [label]
     for _ in range(2):
-        page.wait_for_function(f"document.querySelector('#frame-label').innerText !== {seen[-1][0]!r}",
-                               timeout=15000)
-        seen.append((page.inner_text("#frame-label"), web.view_pixels(page, "Output")))
+        page.wait_for_function(f"document.querySelector('#frame-label').innerText !== {seen[-1]!r}", timeout=15000)
+        seen.append(page.inner_text("#frame-label"))
     page.click("#play-btn")
-    assert len({text for text, _ in seen}) == 3
-    assert all(text in labels for text, _ in seen)
-    assert np.abs(seen[-1][1] - first).max() > CHANGED, "the frames look the same"
+    assert len(set(seen)) == 3 and all(text in labels for text in seen)
+    # Paused on a later frame: once the stream has caught up, the view shows it, not the first.
+    assert page.inner_text("#frame-label") != label
+    assert np.abs(web.settled_pixels(page, "Output") - first).max() > CHANGED, "the frames look the same"
     page.screenshot(path=str(shots / "web_traversal.png"))
 
 
