@@ -155,23 +155,21 @@ def _train_cli(cohort: Path, tmp_path: Path, loss: dict, data: dict | None = Non
                           capture_output=True, encoding="utf-8", errors="replace")
 
 
-def test_a_phantom_model_without_the_lesion_attribute_is_refused_in_one_line(tiny_cohort: Path, tmp_path: Path):
-    done = _train_cli(tiny_cohort, tmp_path, {"measured_gamma": 10.0}, {"attributes": ["volume_ml"]})
-    assert done.returncode == 2 and "Traceback" not in done.stderr
-    assert done.stderr.strip().splitlines()[-1].endswith(
-        f"loss.measured_gamma needs lesion_volume_ml among the regularized attributes of this phantom cohort; "
-        f"{tiny_cohort / 'manifest.csv'} regularizes volume_ml")
-    assert not (tmp_path / "run").exists()
-
-
-def test_a_cohort_without_a_measured_loss_is_refused_in_one_line(cohort_copy: Path, tmp_path: Path):
+@pytest.mark.parametrize("generator, data, expected", [
+    ("phantom", {"attributes": ["volume_ml"]},
+     "loss.measured_gamma needs lesion_volume_ml among the regularized attributes of this phantom cohort; "
+     "{manifest} regularizes volume_ml"),
+    ("my-scanner", None,
+     "loss.measured_gamma needs a synth-brain or a phantom cohort (attrivae synth-brain, attrivae synth); "
+     "{manifest} is neither"),
+])
+def test_a_cohort_the_loss_cannot_measure_is_refused_in_one_line(cohort_copy: Path, tmp_path: Path, generator: str,
+                                                                 data: dict | None, expected: str):
     info = json.loads((cohort_copy / "cohort.json").read_text())
-    (cohort_copy / "cohort.json").write_text(json.dumps({**info, "generator": "my-scanner"}))
-    done = _train_cli(cohort_copy, tmp_path, {"measured_gamma": 10.0})
+    (cohort_copy / "cohort.json").write_text(json.dumps({**info, "generator": generator}))
+    done = _train_cli(cohort_copy, tmp_path, {"measured_gamma": 10.0}, data)
     assert done.returncode == 2 and "Traceback" not in done.stderr
-    assert done.stderr.strip().splitlines()[-1].endswith(
-        f"loss.measured_gamma needs a synth-brain or a phantom cohort (attrivae synth-brain, attrivae synth); "
-        f"{cohort_copy / 'manifest.csv'} is neither")
+    assert done.stderr.strip().splitlines()[-1].endswith(expected.format(manifest=cohort_copy / "manifest.csv"))
     assert not (tmp_path / "run").exists()
 
 

@@ -48,6 +48,7 @@ __all__ = [
     "mean_wall_thickness_mm",
     "shape_attributes",
     "shell_cavity",
+    "sphere_radius_mm",
     "sphericity",
     "surface_area_mm2",
     "volume_ml",
@@ -156,6 +157,11 @@ def _fine_grid(mask: np.ndarray, zyx: tuple[float, float, float]) -> tuple[np.nd
 
 def _sphericity(volume_mm3: float, area_mm2: float) -> float:
     return float(np.pi ** (1 / 3) * (6 * volume_mm3) ** (2 / 3) / area_mm2)
+
+
+def sphere_radius_mm(volume_ml: float) -> float:
+    """Radius (mm) of a sphere of ``volume_ml`` mL: ∛(3V / 4π)."""
+    return float(np.cbrt(3.0 * float(volume_ml) * 1000.0 / (4.0 * np.pi)))
 
 
 def volume_ml(mask: np.ndarray, spacing: Sequence[float]) -> float:

@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 import numpy as np
 from scipy import ndimage as ndi
 
+from AttriVAELib.data.attributes import sphere_radius_mm
 from AttriVAELib.evaluate.localization import map_localization
 from AttriVAELib.train.heldout import macro_auc
 
@@ -121,7 +122,7 @@ def lesion_radius(volumes: Sequence[float]) -> float | None:
     positive = positive[positive > 0]
     if not len(positive):
         return None
-    return 2.0 * float(np.cbrt(3.0 * float(np.median(positive)) * 1000.0 / (4.0 * np.pi)))
+    return 2.0 * sphere_radius_mm(float(np.median(positive)))
 
 
 def _excess(image: np.ndarray, reference: np.ndarray) -> np.ndarray:
@@ -152,6 +153,15 @@ def drawn_lesion(image: np.ndarray, reference: np.ndarray, enc: Encoding, scale:
     local, and a brightening spread over the whole image is not one.
     """
     return _volume_ml(_near_peak(_excess(image, reference), enc, radius_mm), enc, scale)
+
+
+def _drawn_and_compactness(image: np.ndarray, reference: np.ndarray, enc: Encoding, scale: float,
+                          radius_mm: float | None) -> tuple[float, float]:
+    """:func:`drawn_lesion` and its compactness: the share of all the added intensity it holds (0 without any)."""
+    excess = _excess(image, reference)
+    drawn = _volume_ml(_near_peak(excess, enc, radius_mm), enc, scale)
+    everywhere = _volume_ml(excess, enc, scale)
+    return drawn, drawn / everywhere if everywhere > 0 else 0.0
 
 
 def _contrast(image: np.ndarray, lesion: np.ndarray) -> float:
@@ -193,10 +203,8 @@ def counterfactual_faithfulness(model: AttriVAEModel, encodings: Sequence[Encodi
         has_lesion = lesion is not None and np.asarray(lesion).any()
         if scale is not None and threshold is not None:
             if target != 0:  # a compact lesion must appear: drawn beyond the reconstruction
-                excess = _excess(cf.counterfactual, cf.reconstruction)
-                row["drawn_lesion_ml"] = _volume_ml(_near_peak(excess, enc, radius_mm), enc, scale)
-                everywhere = _volume_ml(excess, enc, scale)
-                row["drawn_compactness"] = row["drawn_lesion_ml"] / everywhere if everywhere > 0 else 0.0
+                row["drawn_lesion_ml"], row["drawn_compactness"] = _drawn_and_compactness(
+                    cf.counterfactual, cf.reconstruction, enc, scale, radius_mm)
                 row["valid_measure"] = float(row["drawn_lesion_ml"] >= threshold
                                              and row["drawn_compactness"] >= MIN_COMPACTNESS)
             elif has_lesion:  # the subject's lesion must go: its contrast below half the real one
@@ -243,13 +251,14 @@ def lesion_traversal(model: AttriVAEModel, encodings: Sequence[Encoding], dim: i
     judged: list[float] = []
     for enc in encodings:
         decoded = model.traverse(enc, dim, values)
-        row = [drawn_lesion(v, decoded[0], enc, scale, radius_mm) for v in decoded]
+        row = [drawn_lesion(v, decoded[0], enc, scale, radius_mm) for v in decoded[:-1]]
+        top, compactness = _drawn_and_compactness(decoded[-1], decoded[0], enc, scale, radius_mm)
+        row.append(top)
+        compact.append(compactness)
         xs.extend(values.tolist())
         drawn.extend(row)
         slope = float(np.polyfit(values, row, 1)[0]) if np.ptp(row) > 0 else 0.0
         changes.append(slope * (values[-1] - values[0]))
-        everywhere = _volume_ml(_excess(decoded[-1], decoded[0]), enc, scale)
-        compact.append(row[-1] / everywhere if everywhere > 0 else 0.0)
         if judge is not None and classes is not None:
             ends = judge.probabilities(np.stack([decoded[0], decoded[-1]])).argmax(1)
             judged.append(float(int(ends[0]) == classes[0] and int(ends[1]) == classes[1]))

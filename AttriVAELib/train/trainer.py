@@ -498,6 +498,7 @@ class Trainer:
         stopped_early = False
         started = time.perf_counter()
         budget_s = float(tcfg.get("max_minutes") or 0) * 60.0
+        keep_last = tcfg["selection_metric"] == "last"
         try:
             for epoch in range(self.start_epoch, epochs):
                 t0 = time.perf_counter()
@@ -507,7 +508,6 @@ class Trainer:
                     row.update(self.validate(epoch))
                 row["seconds"] = time.perf_counter() - t0
                 self.history.append(row)
-                keep_last = tcfg["selection_metric"] == "last"
                 improved = "val_total" in row and (keep_last or row["val_total"] < self.best["score"])
                 if improved:
                     self.best = {"epoch": epoch + 1, "score": row["val_total"],

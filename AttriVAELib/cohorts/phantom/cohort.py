@@ -24,6 +24,7 @@ __all__ = ["COHORT", "PhantomCohort", "measure_shell", "segment_body", "segment_
 #: Training subjects the measured-lesion loss is calibrated on.
 CALIBRATION_SUBJECTS = 200
 
+
 def _body_and_lumen_level(array: np.ndarray) -> tuple[np.ndarray, float]:
     """The filled body of a phantom and the level above which a voxel is lumen (3-class Otsu)."""
     from skimage.filters import threshold_multiotsu

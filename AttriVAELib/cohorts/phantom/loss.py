@@ -26,8 +26,8 @@ lose it.
 ``loss = λ · mean_i(e_rec² + e_swap²) / σ_v² + mean_i Σ_{outside the ball} (dec(z_i with z[d] = z_j[d]) − R_i)²``
 with ``σ_v`` the standard deviation of the lesion volume over the calibration subjects. The last
 sum, a squared error in the reconstruction's units, keeps the lesion dim from changing anything
-but the lesion. Gradients reach ``R_i`` through the reconstruction's term
-only (a subject with a lesion must lose it there); the swapped term treats ``R_i`` as fixed.
+but the lesion. Gradients reach ``R_i`` through the reconstruction's term only (a subject with a
+lesion must lose it there); the swapped term treats ``R_i`` as fixed.
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ from scipy import ndimage as ndi
 from torch import Tensor
 
 from AttriVAELib.core.errors import ConfigError
+from AttriVAELib.data.attributes import sphere_radius_mm
 
 __all__ = ["LESION_ATTRIBUTE", "MeasuredLesionLoss", "lesion_contrast"]
 
@@ -120,7 +121,7 @@ class MeasuredLesionLoss:
             raise ConfigError(f"loss.measured_gamma: the scaled {LESION_ATTRIBUTE} is not proportional to the lesion "
                               "volume (0 must mean no lesion)")
         contrast = float(np.median(contrasts))
-        radius_mm = 1.25 * float(np.cbrt(3.0 * float(np.percentile(v[v > 0], 95)) * 1000.0 / (4.0 * np.pi)))
+        radius_mm = 1.25 * sphere_radius_mm(float(np.percentile(v[v > 0], 95)))
         loss = cls(float(weight), int(dim), ml_per_unit, float(v.std()), THRESHOLD_SHARE * contrast,
                    radius_mm / float(spacing_mm), float(spacing_mm) ** 3 / 1000.0)
         return loss, {"subjects": len(v), "lesions": len(contrasts), "contrast": contrast,
