@@ -1,22 +1,33 @@
-"""The README's main job, end to end at a tiny budget (the real budget is in DEMO_OVERRIDES)."""
+"""The README's main job, end to end at a tiny budget (the real budget is in the demo's recipe)."""
 
 from __future__ import annotations
 
 import json
+
+import yaml
 
 from AttriVAELib.cli import demo
 from AttriVAELib.cli import main as cli_main
 
 
 def test_demo_runs_every_step_and_resumes(tmp_path, monkeypatch, capsys):
-    tiny = {**demo.DEMO_OVERRIDES, "model": {"input_size": 16, "latent_dim": 8, "width": 0.5},
-            "train": {"epochs": 1, "precision": "fp32"}, "optim": {"batch_size": 8}}
+    small = {"model": {"input_size": 16, "latent_dim": 8, "width": 0.5}, "optim": {"batch_size": 8}}
+    tiny = {**demo.DEMO_OVERRIDES, **small, "train": {"epochs": 1, "precision": "fp32"}}
+    tiny_finetune = {**demo.DEMO_FINETUNE_OVERRIDES, **small,
+                     "train": {**demo.DEMO_FINETUNE_OVERRIDES["train"], "epochs": 1, "precision": "fp32"}}
     monkeypatch.setattr(demo, "DEMO_OVERRIDES", tiny)
+    monkeypatch.setattr(demo, "DEMO_FINETUNE_OVERRIDES", tiny_finetune)
     out = tmp_path / "demo"
     assert cli_main(["demo", "--out", str(out), "--n", "40", "--size", "32"]) == 0, capsys.readouterr().err
-    printed = capsys.readouterr().out
-    for step in ("[1/4]", "[2/4]", "[3/4]", "[4/4]"):
+    captured = capsys.readouterr()
+    printed, logged = captured.out, captured.err
+    for step in ("[1/5]", "[2/5]", "[3/5]", "[4/5]", "[5/5]"):
         assert step in printed
+    # The second stage starts from the first stage's model and adds the measured-lesion loss.
+    assert f"starting from the weights of {out / 'base' / 'model.safetensors'}" in logged
+    assert "measured-lesion loss" in logged
+    config = yaml.safe_load((out / "run" / "config.yaml").read_text())
+    assert config["train"]["init_from"] == str(out / "base") and config["loss"]["measured_gamma"] == 20
     assert f"evaluation report: {out / 'report' / 'report.html'}" in printed
     metrics = json.loads((out / "report" / "metrics.json").read_text())
     assert metrics["split"] == "test" and metrics["attributes"] == tiny["data"]["attributes"]

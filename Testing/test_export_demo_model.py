@@ -16,13 +16,15 @@ def _export_module():
     return module
 
 
-def test_export_describes_the_training_cohort(tiny_run, tmp_path):
+def test_export_describes_the_training_cohort(tiny_cohort, tiny_run, tmp_path):
     from AttriVAELib.inference.model import AttriVAEModel
 
     out = _export_module().export(tiny_run, tmp_path / "DemoModel")
     meta = json.loads((out / "model.json").read_text())
     # The tiny cohort: 40 subjects at 32³, seed 1; no path of the training machine is kept.
     assert meta["data"] == {"description": "built-in synthetic phantom cohort (attrivae demo: 40 subjects at 32³, seed 1)"}
+    text = (out / "model.json").read_text()
+    assert str(tiny_cohort) not in text and str(tiny_run) not in text
     held = json.loads((tiny_run / "heldout.json").read_text())
     assert meta["heldout"] == held and f"Held-out test split (n = {held['n']})" in (out / "README.md").read_text()
     model = AttriVAEModel.load(out, device="cpu")

@@ -4,8 +4,8 @@
 
 Only what inference needs is kept (weights, configuration, preprocessing, attribute
 calibration, class statistics and their exemplars, the donors of counterfactuals; a run trained
-by an older version gets its exemplars first, from its training data); paths of the machine it was trained on are replaced by a
-description, and the held-out scores are recorded. The checkpoint is re-saved, so its
+by an older version gets its exemplars first, from its training data); paths of the machine it was trained on (the cohort, the
+class statistics' source, the run a fine-tune started from) are replaced by descriptions, and the held-out scores are recorded. The checkpoint is re-saved, so its
 SHA-256 sidecar matches. A README next to it says what the model is.
 """
 
@@ -41,6 +41,12 @@ def export(run: Path, out: Path) -> Path:
         tensors, meta = load_checkpoint(run, name="model")
     held = json.loads((run / "heldout.json").read_text()) if (run / "heldout.json").exists() else {}
     meta["data"] = {"description": f"built-in synthetic phantom cohort ({_cohort_description(meta)})"}
+    statistics = meta["class_statistics"]
+    if "source" in statistics:
+        statistics["source"] = f"the training split of that cohort (n={sum(statistics.get('counts', []))})"
+    train_config = (meta.get("config") or {}).get("train") or {}
+    if train_config.get("init_from"):
+        train_config["init_from"] = "the first stage of attrivae demo (its fine-tune starts from that model)"
     meta["heldout"] = held
     out.mkdir(parents=True, exist_ok=True)
     save_checkpoint(out, {k: v.contiguous() for k, v in tensors.items()}, meta, name="model")
