@@ -57,7 +57,8 @@ def export(run: Path, out: Path) -> Path:
                        if k.startswith("spearman_") and k != "spearman_min")
     atomic.write_text(out / "README.md", f"""# AttriVAE demo model
 
-A small Attri-VAE (preset `fast_cpu`: {size}³ input, latent {latent}) trained by `attrivae demo` on the built-in
+A small Attri-VAE (preset `fast_cpu`: {size}³ input, latent {latent}) trained with the recipe of `attrivae demo`
+(200 epochs, then a 25-epoch fine-tune that makes the lesion-volume dimension draw a lesion) on the built-in
 synthetic phantom cohort (hollow ellipsoidal shells, class 1 = a bright lesion in the wall). It lets a
 new user try encoding, sliders, attention maps, traversals and counterfactuals offline; it is not a
 clinical model and knows nothing of real anatomy.

@@ -39,7 +39,9 @@ VIEWS = (
 
 #: The traversal strip: one row per attribute, in the coronal view (volume at a fixed axial
 #: diameter changes the length along S, which an axial slice would not show), cropped to the shell.
-TRAVERSED = ("volume_ml", "max_axial_diameter_mm", "wall_thickness_mm")
+#: The lesion row's coronal slice passes through the voxel its sweep brightens most.
+TRAVERSED = ("volume_ml", "max_axial_diameter_mm", "wall_thickness_mm", "lesion_volume_ml")
+LESION_ATTRIBUTE = "lesion_volume_ml"
 STRIP_VIEW = VIEWS[2]
 STRIP_HALF_WIDTH = 36.0
 
@@ -146,6 +148,13 @@ def centroid_ras(node, mask: np.ndarray) -> np.ndarray:
     return (ijk_to_ras(node) @ ijk)[:3]
 
 
+def brightest_change(first, last, centre: np.ndarray) -> np.ndarray:
+    """``centre`` moved along the coronal view's normal (A) to the voxel that brightens most from ``first`` to ``last``."""
+    k, j, i = np.unravel_index(int(np.argmax(node_array(last) - node_array(first))), node_array(last).shape)
+    peak = (ijk_to_ras(last) @ np.array([i, j, k, 1.0]))[:3]
+    return np.array([centre[0], peak[1], centre[2]])
+
+
 def half_extent(node) -> float:
     """Half of the largest physical side of a volume (mm)."""
     dims = np.asarray(node.GetImageData().GetDimensions(), dtype=np.float64)
@@ -176,7 +185,8 @@ def run_logic(run: Path, cohort: Path, subject: str | None, steps: int, layer: s
         # estimated attribute of each decoded frame, from its latent code
         z = session.model.traversal_latents(session.latent, k, values, units="attribute")
         estimates = session.model.predict_attributes(z)[:, k]
-        strips[name] = [(float(v), float(e), reslice(item, centre, *STRIP_VIEW[2:], half_width=STRIP_HALF_WIDTH,
+        through = brightest_change(items[0], items[-1], centre) if name == LESION_ATTRIBUTE else centre
+        strips[name] = [(float(v), float(e), reslice(item, through, *STRIP_VIEW[2:], half_width=STRIP_HALF_WIDTH,
                                                      pixel=0.4))
                         for v, e, item in zip(values, estimates, items)]
     return scene, row, volume, summary, maps, centre, strips, session

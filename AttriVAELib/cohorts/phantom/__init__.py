@@ -10,6 +10,7 @@ _EXPORTS = {
     "segment_shell": "AttriVAELib.cohorts.phantom.cohort",
     "segment_body": "AttriVAELib.cohorts.phantom.cohort",
     "MeasuredLesionLoss": "AttriVAELib.cohorts.phantom.loss",
+    "DEMO_FINETUNE_OVERRIDES": "AttriVAELib.cohorts.phantom.recipe",
     "DEMO_OVERRIDES": "AttriVAELib.cohorts.phantom.recipe",
     "TRAINING_OVERRIDES": "AttriVAELib.cohorts.phantom.recipe",
 }
