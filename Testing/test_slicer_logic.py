@@ -188,7 +188,36 @@ def test_attention_heatmaps_one_node_each_with_inferno_display(session, input_no
     assert session.heatmap_signed
     values = array_of(signed[session.model.attribute_names[0]])
     assert values.min() >= -1 - 1e-6 and values.max() <= 1 + 1e-6
+
     assert signed["classifier"].GetDisplayNode().GetColorNode().GetName() == "ColdToHotRainbow"
+
+
+def test_an_empty_attention_map_is_said_in_one_line(session, input_node):
+    import torch
+
+    session.encode(input_node)
+    name = session.model.attribute_names[0]
+    fc_mu = next(m for n, m in session.model.network.named_modules() if n.endswith("fc_mu"))
+    saved = fc_mu.weight.detach().clone(), fc_mu.bias.detach().clone()
+    try:
+        with torch.no_grad():  # μ of the first dim no longer depends on the image: its map is zero everywhere
+            fc_mu.weight[0].zero_()
+            fc_mu.bias[0].zero_()
+        session.pop_messages()
+        maps = session.attention(layer="conv2")
+        said = session.pop_messages()
+        assert not array_of(maps[name]).any()
+        # One line for each map that is zero everywhere (the tiny model may have others), none for the rest.
+        expected = [f"the Grad-CAM map of {'the classifier' if n == 'classifier' else n} at layer conv2 is empty: "
+                    "every feature there lowers it; the signed map shows where"
+                    for n, node in maps.items() if not array_of(node).any()]
+        assert name in expected[0] and [m for m in said if "Grad-CAM" in m] == expected
+        session.attention(layer="conv2", relu=False)  # a signed map is never called empty
+        assert not [m for m in session.pop_messages() if "Grad-CAM" in m]
+    finally:
+        with torch.no_grad():
+            fc_mu.weight.copy_(saved[0])
+            fc_mu.bias.copy_(saved[1])
 
 
 def test_counterfactual_difference_is_signed_and_on_input_grid(session, input_node):

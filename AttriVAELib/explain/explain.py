@@ -17,7 +17,7 @@ For an :class:`~AttriVAELib.inference.Encoding` of one image (model grid N³):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Mapping
 
 import numpy as np
 import torch
@@ -25,14 +25,14 @@ import torch
 from AttriVAELib.core.errors import InputError
 from AttriVAELib.explain.counterfactual import Counterfactual
 from AttriVAELib.explain.counterfactual import counterfactual as make_counterfactual
-from AttriVAELib.explain.gradcam import gradcam_maps, normalize_maps, upsample_maps
+from AttriVAELib.explain.gradcam import gradcam_maps, normalize_maps, resolve_layer, upsample_maps
 from AttriVAELib.explain.integrated_gradients import PathAttribution, latent_path_integrated_gradients
 
 if TYPE_CHECKING:
     from AttriVAELib.inference.model import AttriVAEModel, Encoding
     from AttriVAELib.inference.readback import ReadBack
 
-__all__ = ["Explanation", "explain_encoding"]
+__all__ = ["Explanation", "empty_map_notes", "explain_encoding"]
 
 
 @dataclass
@@ -57,6 +57,19 @@ class Explanation:
     integrated_gradients: PathAttribution | None = None
     notes: list[str] = field(default_factory=list)
     read_back: dict[str, ReadBack] = field(default_factory=dict)
+
+
+def empty_map_notes(model: AttriVAEModel, peaks: Mapping[str, float], layer: str = "auto") -> list[str]:
+    """One line per rectified Grad-CAM map at ``layer`` that is zero everywhere (``peaks``: map name →
+    its largest |value|, as :attr:`Explanation.peaks` holds them).
+
+    Grad-CAM keeps the features that raise the target; where every feature at the layer lowers it,
+    the rectified map is empty although the signed map is not, and an empty overlay must not pass
+    for "nothing here matters".
+    """
+    used = resolve_layer(model.network, layer)[0].removeprefix("encoder.")
+    return [f"the Grad-CAM map of {'the classifier' if name == 'classifier' else name} at layer {used} is empty: "
+            "every feature there lowers it; the signed map shows where" for name, peak in peaks.items() if peak == 0.0]
 
 
 def explain_encoding(model: AttriVAEModel, enc: Encoding, *, layer: str = "auto", relu: bool = True,
@@ -98,6 +111,8 @@ def explain_encoding(model: AttriVAEModel, enc: Encoding, *, layer: str = "auto"
                 ig = latent_path_integrated_gradients(model, cf.z_cf, cf.z, steps=ig_steps)
     else:
         notes.append("the model has no classifier: no classifier map, counterfactual or integrated gradients")
+    if relu:
+        notes.extend(empty_map_notes(model, peaks, layer))
     reconstruction = cf.reconstruction if cf is not None else model.reconstruct(enc)  # decoded once
     read_back = {"reconstruction": model.read_back(reconstruction, enc.mu, "reconstruction")}
     if cf is not None:
