@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import yaml
 
@@ -36,3 +37,9 @@ def test_demo_runs_every_step_and_resumes(tmp_path, monkeypatch, capsys):
     assert cli_main(["demo", "--out", str(out), "--n", "40", "--size", "32"]) == 0
     again = capsys.readouterr().out
     assert "reusing the synthetic cohort" in again and "already in" in again
+    # Without the fine-tuned model, the first stage is reused and only the fine-tune runs again.
+    shutil.rmtree(out / "run")
+    assert cli_main(["demo", "--out", str(out), "--n", "40", "--size", "32"]) == 0
+    third = capsys.readouterr().out
+    assert f"[2/5] the first stage's model is already in {out / 'base'}" in third
+    assert f"[3/5] fine-tuning it so that the lesion dim draws a lesion into {out / 'run'}" in third
