@@ -30,6 +30,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from AttriVAELib.cohorts.phantom.loss import LESION_ATTRIBUTE  # noqa: E402
+
 # Slicer's default slice views: (name, header colour, screen-x direction, screen-up direction) in RAS.
 VIEWS = (
     ("Axial", "#f34a33", (-1.0, 0.0, 0.0), (0.0, 1.0, 0.0)),
@@ -40,8 +42,7 @@ VIEWS = (
 #: The traversal strip: one row per attribute, in the coronal view (volume at a fixed axial
 #: diameter changes the length along S, which an axial slice would not show), cropped to the shell.
 #: The lesion row's coronal slice passes through the voxel its sweep brightens most.
-TRAVERSED = ("volume_ml", "max_axial_diameter_mm", "wall_thickness_mm", "lesion_volume_ml")
-LESION_ATTRIBUTE = "lesion_volume_ml"
+TRAVERSED = ("volume_ml", "max_axial_diameter_mm", "wall_thickness_mm", LESION_ATTRIBUTE)
 STRIP_VIEW = VIEWS[2]
 STRIP_HALF_WIDTH = 36.0
 
@@ -150,7 +151,8 @@ def centroid_ras(node, mask: np.ndarray) -> np.ndarray:
 
 def brightest_change(first, last, centre: np.ndarray) -> np.ndarray:
     """``centre`` moved along the coronal view's normal (A) to the voxel that brightens most from ``first`` to ``last``."""
-    k, j, i = np.unravel_index(int(np.argmax(node_array(last) - node_array(first))), node_array(last).shape)
+    change = node_array(last) - node_array(first)
+    k, j, i = np.unravel_index(int(np.argmax(change)), change.shape)
     peak = (ijk_to_ras(last) @ np.array([i, j, k, 1.0]))[:3]
     return np.array([centre[0], peak[1], centre[2]])
 

@@ -46,8 +46,9 @@ class Explanation:
         counterfactual: :class:`~AttriVAELib.explain.counterfactual.Counterfactual` or None.
         integrated_gradients: :class:`~AttriVAELib.explain.counterfactual.PathAttribution` or None.
         read_back: ``"reconstruction"`` (and ``"counterfactual"``) → what the decoded image shows.
-        notes: what the user must know: the input's own notes, why a part was skipped, and where a
-            decoded image does not show what its code says.
+        notes: what the user must know: the input's own notes, why a part was skipped, where a
+            map is empty (``empty_maps``) and where a decoded image does not show what its code says.
+        empty_maps: one line per rectified map that is zero everywhere (:func:`empty_map_notes`).
     """
 
     attribute_maps: dict[str, np.ndarray]
@@ -57,6 +58,7 @@ class Explanation:
     integrated_gradients: PathAttribution | None = None
     notes: list[str] = field(default_factory=list)
     read_back: dict[str, ReadBack] = field(default_factory=dict)
+    empty_maps: list[str] = field(default_factory=list)
 
 
 def empty_map_notes(model: AttriVAEModel, peaks: Mapping[str, float], layer: str = "auto") -> list[str]:
@@ -111,12 +113,12 @@ def explain_encoding(model: AttriVAEModel, enc: Encoding, *, layer: str = "auto"
                 ig = latent_path_integrated_gradients(model, cf.z_cf, cf.z, steps=ig_steps)
     else:
         notes.append("the model has no classifier: no classifier map, counterfactual or integrated gradients")
-    if relu:
-        notes.extend(empty_map_notes(model, peaks, layer))
+    empty = empty_map_notes(model, peaks, layer) if relu else []
+    notes.extend(empty)
     reconstruction = cf.reconstruction if cf is not None else model.reconstruct(enc)  # decoded once
     read_back = {"reconstruction": model.read_back(reconstruction, enc.mu, "reconstruction")}
     if cf is not None:
         read_back["counterfactual"] = model.read_back(cf.counterfactual, cf.z_cf, "decoded counterfactual", cf.dims)
     for checked in read_back.values():
         notes.extend(checked.warnings)
-    return Explanation(maps, cls_map, peaks, cf, ig, notes, read_back)
+    return Explanation(maps, cls_map, peaks, cf, ig, notes, read_back, empty)

@@ -64,7 +64,7 @@ class ExplanationsMixin:
     def attention_task(self, layer: str = "auto", relu: bool = True, *, colormap: str | None = None,
                        threshold: float = 0.2, opacity: float = 0.5, show: str | None = None) -> Task:
         """:meth:`attention` as a task (Grad-CAM and resampling in the worker, one node per step after)."""
-        from AttriVAELib.explain.explain import empty_map_notes, explain_encoding
+        from AttriVAELib.explain.explain import explain_encoding
 
         self._require_model()
         enc = self._require_encoding()
@@ -86,7 +86,7 @@ class ExplanationsMixin:
                 task.report(0.2 + 0.8 * i / len(maps), f"resampling the map of {name}")
                 volumes[name] = outputs.prepare(gridding.to_input_grid(array, enc.mapping, check=task.check),
                                                 task.check)
-            return volumes, (empty_map_notes(self.model, explanation.peaks, layer) if relu else [])
+            return volumes, explanation.empty_maps
 
         def apply(result):
             volumes, empty = result
