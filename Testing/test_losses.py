@@ -11,7 +11,7 @@ from torch import nn
 
 from AttriVAELib.core.errors import ConfigError
 from AttriVAELib.nn.losses import (AttriVAELoss, LossConfig, attribute_regularization, classification_loss,
-                                   kl_divergence, l1_penalty, reconstruction_loss)
+                                   kl_divergence, l1_penalty, linear_attribute_loss, reconstruction_loss)
 from AttriVAELib.nn.model import AttriVAE, ModelConfig
 from AttriVAELib.train.presets import DEFAULT_PRESET, PRESETS, get_preset, preset_configs
 
@@ -133,6 +133,47 @@ def test_ar_missing_attributes_drop_their_pairs():
     torch.testing.assert_close(got, torch.cat([ref0, ref1]), rtol=1e-5, atol=1e-6)
 
 
+def test_linear_loss_is_one_minus_pearson_and_zero_on_any_line():
+    torch.manual_seed(2)
+    mu, a = torch.randn(9, 2), torch.rand(9, 2)
+    expected = [1.0 - float(torch.corrcoef(torch.stack([mu[:, k], a[:, k]]))[0, 1]) for k in range(2)]
+    torch.testing.assert_close(linear_attribute_loss(mu, a), torch.tensor(expected), rtol=1e-4, atol=1e-5)
+    # Any increasing straight line scores 0, a reversed one 2, an increasing curve in between.
+    line = torch.linspace(0.0, 1.0, 8)[:, None]
+    assert float(linear_attribute_loss(3.0 * line - 1.0, line)) == pytest.approx(0.0, abs=1e-5)
+    assert float(linear_attribute_loss(-line, line)) == pytest.approx(2.0, abs=1e-5)
+    curve = float(linear_attribute_loss(torch.exp(6.0 * line), line))
+    assert 0.05 < curve < 1.0
+    # The sign loss cannot tell that curve from the line: both are in order.
+    ar_line, ar_curve = (float(attribute_regularization(v, line, 1e4)) for v in (line, torch.exp(6.0 * line)))
+    assert ar_line == pytest.approx(ar_curve, abs=1e-4)
+
+
+def test_linear_loss_drops_missing_and_constant_attributes_and_gradients_flow():
+    torch.manual_seed(3)
+    mu = torch.randn(6, 3, requires_grad=True)
+    a = torch.rand(6, 3)
+    a[2, 0] = float("nan")
+    a[:, 2] = 0.5  # constant in this batch: nothing to fit
+    got = linear_attribute_loss(mu, a)
+    keep = [0, 1, 3, 4, 5]
+    torch.testing.assert_close(got[0], linear_attribute_loss(mu[keep, :1], a[keep, :1])[0])
+    assert float(got[2]) == 0.0
+    got.sum().backward()
+    assert float(mu.grad[:, :2].abs().sum()) > 0 and float(mu.grad[2, 0]) == 0.0
+    with pytest.raises(ValueError):
+        linear_attribute_loss(torch.zeros(4, 2), torch.zeros(4, 3))
+
+
+def test_linear_term_is_weighted_and_summed_into_the_total():
+    out = _outputs()
+    x = torch.rand(4, 1, 4, 4, 4)
+    attrs = torch.rand(4, 3)
+    terms = AttriVAELoss(LossConfig(gamma=7.0, alpha=0.0, linear_gamma=5.0))(out, x, attrs)
+    torch.testing.assert_close(terms["linear"], 5.0 * linear_attribute_loss(out["mu"][:, :3], attrs).sum())
+    torch.testing.assert_close(terms["total"], terms["reconstruction"] + terms["kl"] + terms["ar"] + terms["linear"])
+
+
 # --------------------------------------------------------------------------- classification
 def test_binary_classification_weights_and_ignore():
     logits = torch.tensor([0.5, -1.0, 2.0, 0.3])
@@ -198,9 +239,9 @@ def test_total_is_sum_of_named_terms_and_weights_apply():
     model = nn.Linear(3, 2)
     cfg = LossConfig(beta=2.0, gamma=7.0, delta=3.0, alpha=0.5, l1=0.01)
     terms = AttriVAELoss(cfg)(out, x, attrs, labels, model)
-    named = ("reconstruction", "kl", "ar", "reencoded_ar", "classification", "l1")
+    named = ("reconstruction", "kl", "ar", "linear", "reencoded_ar", "classification", "l1")
     torch.testing.assert_close(terms["total"], sum(terms[k] for k in named))
-    assert float(terms["reencoded_ar"]) == 0.0  # off by default
+    assert float(terms["reencoded_ar"]) == 0.0 and float(terms["linear"]) == 0.0  # off by default
     torch.testing.assert_close(terms["reconstruction"], reconstruction_loss(out["recon"], x, "sse"))
     torch.testing.assert_close(terms["kl"], 2.0 * kl_divergence(out["mu"], out["logvar"]).abs())
     per = attribute_regularization(out["z"][:, :3], attrs, 3.0)
@@ -301,6 +342,7 @@ def test_loss_is_float32_under_bf16_autocast_and_gradients_flow():
         {"alpha": "lots"},
         {"l1": -1e-5},
         {"reencoded_gamma": -1.0},
+        {"linear_gamma": float("nan")},
     ],
 )
 def test_bad_loss_config(data):

@@ -213,7 +213,7 @@ def test_init_from_starts_at_another_runs_weights_and_reencodes(tiny_cohort: Pat
                                                                  tmp_path: Path) -> None:
     from AttriVAELib.train.trainer import Trainer
 
-    config = resolve_config("attri_vae", {**TINY, "loss": {"reencoded_gamma": 50.0},
+    config = resolve_config("attri_vae", {**TINY, "loss": {"reencoded_gamma": 50.0, "linear_gamma": 20.0},
                                           "train": {**TINY["train"], "epochs": 1, "init_from": str(tiny_run)}})
     trainer = Trainer(config, tiny_cohort, tmp_path / "tuned", progress=False)
     source = split_prefix(load_checkpoint(tiny_run)[0], "model")
@@ -222,9 +222,11 @@ def test_init_from_starts_at_another_runs_weights_and_reencodes(tiny_cohort: Pat
     assert trainer.reencode
     row = trainer.train_epoch(0, None)
     assert row["train_reencoded_ar"] > 0  # the reconstruction's codes are scored, and logged
+    assert row["train_linear"] > 0  # so is the codes' departure from a straight line
     # Without the term the reconstruction is not encoded again (no cost).
     plain = Trainer(resolve_config("attri_vae", TINY), tiny_cohort, tmp_path / "plain", progress=False)
-    assert not plain.reencode and plain.train_epoch(0, None)["train_reencoded_ar"] == 0
+    plain_row = plain.train_epoch(0, None)
+    assert not plain.reencode and plain_row["train_reencoded_ar"] == 0 and plain_row["train_linear"] == 0
 
 
 def test_init_from_a_different_network_is_one_line(cohort_copy: Path, tiny_run: Path, tmp_path: Path) -> None:

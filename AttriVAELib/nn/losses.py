@@ -2,7 +2,7 @@
 
 All terms are computed in float32, even when the forward pass ran under bf16 autocast.
 
-``total = reconstruction + kl + ar + reencoded_ar + classification + l1`` (+ ``measured`` and
+``total = reconstruction + kl + ar + linear + reencoded_ar + classification + l1`` (+ ``measured`` and
 ``consistency``, which the trainer adds) where
 
 - ``reconstruction``: SSE (or summed BCE) per sample, mean over the batch, plus
@@ -14,6 +14,11 @@ All terms are computed in float32, even when the forward pass ran under bf16 aut
   lesion masks; off by default), which makes drawing the lesion at its place pay;
 - ``kl``: ``β_t·|KL − C|`` with ``β_t`` linearly warmed up from 0 over ``kl_warmup_steps``;
 - ``ar``: ``γ·Σ_k L_k``, the AR-VAE sign loss on latent dims 0..K-1 (Pati & Lerch 2020);
+- ``linear``: ``γ_lin·Σ_k (1 − r_k)`` with ``r_k`` the batch's Pearson correlation of ``μ_k`` and
+  ``a_k`` (:func:`linear_attribute_loss`; off by default). The sign loss asks only for the right
+  order, so ``μ_k`` may follow ``a_k`` along any increasing curve; this term asks for a straight
+  line, the relation the interpretability score (R² of a 1-D linear fit) and a slider's even steps
+  assume;
 - ``reencoded_ar``: ``γ_r·Σ_k L_k`` of the same sign loss on the *reconstruction* encoded again
   with frozen encoder weights (``recon_mu``; off by default): the decoder must draw each attribute
   so that the encoder, trained on real images only, reads it back in the right order;
@@ -47,6 +52,7 @@ __all__ = [
     "hard_voxel_loss",
     "lesion_weighted_loss",
     "attribute_regularization",
+    "linear_attribute_loss",
     "classification_loss",
     "l1_penalty",
     "RECONSTRUCTION_KINDS",
@@ -71,6 +77,7 @@ class LossConfig:
     kl_warmup_steps: int = 0  # β ramps linearly from 0 over this many optimizer steps
     gamma: float = 200.0  # attribute regularization weight
     delta: float = 10.0  # tanh sharpness of the AR loss
+    linear_gamma: float = 0.0  # 1 − Pearson r of each regularized μ_k with its attribute
     reencoded_gamma: float = 0.0  # AR loss on the reconstruction re-encoded by the frozen encoder
     measured_gamma: float = 0.0  # measured-thickness loss on decoded brains (AttriVAELib.cohorts.brain.loss)
     reencoded_alpha: float = 0.0  # class loss on the re-encoded reconstruction (AttriVAELib.nn.consistency)
@@ -88,7 +95,7 @@ class LossConfig:
             fail(f"reconstruction must be one of {', '.join(RECONSTRUCTION_KINDS)}, got {self.reconstruction!r}")
         if not (0 < self.hard_voxel_fraction <= 1):
             fail(f"hard_voxel_fraction must be in (0, 1], got {self.hard_voxel_fraction}")
-        for name in ("hard_voxel_weight", "lesion_weight", "beta", "capacity", "gamma", "reencoded_gamma", "measured_gamma",
+        for name in ("hard_voxel_weight", "lesion_weight", "beta", "capacity", "gamma", "linear_gamma", "reencoded_gamma", "measured_gamma",
                      "reencoded_alpha", "swap_alpha", "swap_gamma", "alpha", "l1"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
@@ -195,6 +202,27 @@ def attribute_regularization(z_reg: Tensor, attributes: Tensor, delta: float = 1
     return diff.sum(dim=(0, 1)) / pair_valid.sum(dim=(0, 1)).clamp_min(1.0)
 
 
+def linear_attribute_loss(mu_reg: Tensor, attributes: Tensor, eps: float = 1e-6) -> Tensor:
+    """``1 − r_k``, with ``r_k`` the Pearson correlation over the batch of ``μ_k`` and ``a_k``.
+
+    mu_reg: (B, K) regularized latent means; attributes: (B, K). Returns (K,) float32 in [0, 2].
+    Samples whose attribute is NaN (missing) are left out of that attribute's correlation; an
+    attribute with fewer than two known, distinct values in the batch gives 0 (nothing to fit).
+    """
+    if mu_reg.dim() != 2 or mu_reg.shape != attributes.shape:
+        raise ValueError(f"mu_reg {tuple(mu_reg.shape)} and attributes {tuple(attributes.shape)} must both be (B, K)")
+    mu = mu_reg.float()
+    a = attributes.to(device=mu.device, dtype=torch.float32)
+    valid = torch.isfinite(a).float()
+    a = torch.where(valid > 0, a, torch.zeros_like(a))
+    count = valid.sum(dim=0).clamp_min(1.0)
+    mu_c = (mu - (mu * valid).sum(dim=0) / count) * valid
+    a_c = (a - (a * valid).sum(dim=0) / count) * valid
+    a_var = a_c.pow(2).sum(dim=0)
+    r = (mu_c * a_c).sum(dim=0) / torch.sqrt(mu_c.pow(2).sum(dim=0) * a_var + eps)
+    return torch.where(a_var > eps, 1.0 - r, torch.zeros_like(r))
+
+
 def classification_loss(
     logits: Tensor, labels: Tensor, class_weights: Sequence[float] | Tensor | None = None
 ) -> Tensor:
@@ -246,7 +274,8 @@ def l1_penalty(model: nn.Module) -> Tensor:
 class AttriVAELoss:
     """The full objective; ``__call__`` returns every term separately for logging.
 
-    Keys: ``total``, ``reconstruction``, ``kl`` (β_t·|KL − C|), ``ar`` (γ·Σ_k L_k), ``reencoded_ar``,
+    Keys: ``total``, ``reconstruction``, ``kl`` (β_t·|KL − C|), ``ar`` (γ·Σ_k L_k), ``linear``
+    (γ_lin·Σ_k (1 − r_k)), ``reencoded_ar``,
     ``classification`` (α·CE), ``l1`` (λ·Σ|θ|) with ``total`` their sum, plus diagnostics
     ``kl_raw`` (KL in nats), ``ar_per_attribute`` ((K,) unweighted L_k) and ``beta`` (β_t).
     Terms that are off (weight 0, or no attributes / labels / logits / model) are 0.
@@ -282,7 +311,7 @@ class AttriVAELoss:
             beta = cfg.beta_at(step)
             kl = beta * (kl_raw - cfg.capacity).abs() if beta > 0 else zero
 
-            ar, ar_per, reencoded = zero, torch.zeros(0, device=device), zero
+            ar, ar_per, linear, reencoded = zero, torch.zeros(0, device=device), zero, zero
             if attributes is not None and attributes.numel() and attributes.shape[-1] > 0:
                 z = outputs["z"]
                 k = attributes.shape[1]
@@ -291,6 +320,8 @@ class AttriVAELoss:
                 ar_per = attribute_regularization(z[:, :k], attributes, cfg.delta)
                 if cfg.gamma > 0:
                     ar = cfg.gamma * ar_per.sum()
+                if cfg.linear_gamma > 0:
+                    linear = cfg.linear_gamma * linear_attribute_loss(outputs["mu"][:, :k], attributes).sum()
                 if cfg.reencoded_gamma > 0 and "recon_mu" in outputs:
                     reencoded = cfg.reencoded_gamma * attribute_regularization(
                         outputs["recon_mu"][:, :k].float(), attributes, cfg.delta).sum()
@@ -306,12 +337,13 @@ class AttriVAELoss:
                     raise ConfigError("loss.l1 > 0 needs the model passed to the loss")
                 l1 = cfg.l1 * l1_penalty(model).to(device)
 
-            total = recon + kl + ar + reencoded + cls + l1
+            total = recon + kl + ar + linear + reencoded + cls + l1
         return {
             "total": total,
             "reconstruction": recon,
             "kl": kl,
             "ar": ar,
+            "linear": linear,
             "reencoded_ar": reencoded,
             "classification": cls,
             "l1": l1,
