@@ -15,8 +15,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_code_content_reports_the_ceiling_each_split_and_each_factor(tiny_cohort, tiny_run):
-    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "phantom_code_content.py"), "--model", str(tiny_run),
-                             "--cohort", str(tiny_cohort)], capture_output=True, text=True, timeout=300)
+    script = ROOT / "scripts" / "phantom_code_content.py"
+    result = subprocess.run([sys.executable, str(script), "--model", str(tiny_run), "--cohort", str(tiny_cohort)],
+                            capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.strip().splitlines()
     # The ceiling is r² of the mean in-plane diameter a·(1 + k) with the measured maximum diameter.

@@ -95,8 +95,8 @@ class LossConfig:
             fail(f"reconstruction must be one of {', '.join(RECONSTRUCTION_KINDS)}, got {self.reconstruction!r}")
         if not (0 < self.hard_voxel_fraction <= 1):
             fail(f"hard_voxel_fraction must be in (0, 1], got {self.hard_voxel_fraction}")
-        for name in ("hard_voxel_weight", "lesion_weight", "beta", "capacity", "gamma", "linear_gamma", "reencoded_gamma", "measured_gamma",
-                     "reencoded_alpha", "swap_alpha", "swap_gamma", "alpha", "l1"):
+        for name in ("hard_voxel_weight", "lesion_weight", "beta", "capacity", "gamma", "linear_gamma", "reencoded_gamma",
+                     "measured_gamma", "reencoded_alpha", "swap_alpha", "swap_gamma", "alpha", "l1"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 fail(f"{name} must be a non-negative number, got {value}")
