@@ -10,7 +10,8 @@ model's μ:
   a·(1 + k) but not the aspect ratio k reads 2a with an error set by k alone: the ceiling is the
   R² of the best straight line from a·(1 + k) to the measured maximum diameter;
 - per split: R² of a straight line from the diameter dimension's μ to the maximum diameter (the
-  interpretability score) and to the mean in-plane diameter;
+  interpretability score at that dimension: the same in-sample fit ``attrivae evaluate`` makes)
+  and to the mean in-plane diameter;
 - for each generating factor, the R² on the held-out (test) subjects of a linear map from all of
   μ fitted on the training subjects: how much of that factor the code carries.
 """
@@ -34,6 +35,11 @@ def r2(x: np.ndarray, y: np.ndarray) -> float:
     return float(LinearRegression().fit(x, y).score(x, y))
 
 
+def mean_in_plane_diameter(factors: np.ndarray, names: list[str]) -> np.ndarray:
+    """a·(1 + k): the mean of the shell's two in-plane outer diameters, from (N, F) factors."""
+    return factors[:, names.index("diameter_mm")] * (1 + factors[:, names.index("k")]) / 2
+
+
 def factor_matrix(records: list[Record], names: list[str]) -> np.ndarray:
     """(N, F) generating factors of the records, in ``names`` order."""
     return np.array([[float(r.metadata[FACTOR_PREFIX + n]) for n in names] for r in records])
@@ -49,20 +55,20 @@ def main() -> None:
     dim = model.attribute_names.index(DIAMETER)
     manifest: Manifest = load_manifest(args.cohort, attributes=model.attribute_names)
     names = [k[len(FACTOR_PREFIX):] for k in manifest.records[0].metadata if k.startswith(FACTOR_PREFIX)]
-    a, k = factor_matrix(manifest.records, ["diameter_mm", "k"]).T
     diameter = manifest.attribute_matrix()[:, dim]
-    print(f"ceiling of a k-blind reader (all {len(diameter)} subjects): R² {r2(a * (1 + k) / 2, diameter):.3f}")
+    ceiling = r2(mean_in_plane_diameter(factor_matrix(manifest.records, names), names), diameter)
+    print(f"ceiling of a k-blind reader (all {len(diameter)} subjects): R² {ceiling:.3f}")
 
+    split = load_split(manifest, create=False)
     codes: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for split_name in ("train", "val", "test"):
-        records = manifest.subset(load_split(manifest, create=False)[split_name])
+        records = manifest.subset(split[split_name])
         mu = np.stack([e.mu for e in model.encode_batch([r.image for r in records])])
         factors = factor_matrix(records, names)
         codes[split_name] = mu, factors
-        a, k = factors[:, names.index("diameter_mm")], factors[:, names.index("k")]
         d = manifest.attribute_matrix(records)[:, dim]
         print(f"{split_name} ({len(records)}): μ_{dim} → max diameter R² {r2(mu[:, dim], d):.3f}, "
-              f"→ mean in-plane diameter {r2(mu[:, dim], a * (1 + k) / 2):.3f}")
+              f"→ mean in-plane diameter {r2(mu[:, dim], mean_in_plane_diameter(factors, names)):.3f}")
 
     (mu_train, f_train), (mu_test, f_test) = codes["train"], codes["test"]
     print("held-out R² of a linear map from μ (fitted on the training subjects) to each generating factor:")

@@ -221,7 +221,7 @@ def screenshot_overlays(path: Path, row, volume, summary, maps, centre, session,
     window = input_window(volume)
     units = dict(zip(session.model.attribute_names, session.model.attribute_units))
     shown = [("volume_ml", "volume"), ("max_axial_diameter_mm", "max. axial diameter"),
-             ("lesion_volume_ml", "lesion volume")]
+             (LESION_ATTRIBUTE, "lesion volume")]
     fig, axes = plt.subplots(len(shown), 3, figsize=(10.5, 3.6 * len(shown) + 0.7), facecolor="black")
     for r, (name, title) in enumerate(shown):
         node = maps[name]

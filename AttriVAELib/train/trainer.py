@@ -48,7 +48,8 @@ from AttriVAELib.train.config import dump_yaml, load_yaml, resolve_config
 from AttriVAELib.train.distributed import DistContext, close_distributed, init_distributed, log_main, state_digest
 from AttriVAELib.train.heldout import add_calibration, heldout_summary, latent_scores
 
-LOSS_TERMS = ("total", "reconstruction", "kl", "ar", "linear", "reencoded_ar", "measured", "consistency", "classification", "l1")
+LOSS_TERMS = ("total", "reconstruction", "kl", "ar", "linear", "reencoded_ar", "measured", "consistency", "classification",
+              "l1")
 
 
 def _epoch_seed(seed: int, epoch: int) -> int:
