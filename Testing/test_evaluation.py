@@ -193,8 +193,11 @@ def test_evaluate_writes_metrics_and_a_self_contained_report(tiny_run, tmp_path,
     faith = metrics["faithfulness"]
     rc = faith["reconstruction_class"]
     assert rc["subjects"] == metrics["n"] and 0 <= rc["agreement"] <= 1 and rc["judge_auc_input"] is not None
+    for key in ("judge_recall_input", "judge_recall_reconstruction"):
+        assert set(rc[key]) == {"0", "1"} and all(0 <= v <= 1 for v in rc[key].values())
     assert set(faith["counterfactual"]) <= {"0→1", "1→0"} and faith["counterfactual"]
-    for direction in faith["counterfactual"].values():
+    for name, direction in faith["counterfactual"].items():
+        assert direction["judge_recall_reconstruction_target"] == rc["judge_recall_reconstruction"][name[-1]]
         assert direction["method"] == "class_mean"
         assert 0 <= direction["valid_judge"] <= 1 and 0 <= direction["valid_encoder"] <= 1
         assert direction["proximity_l1_median"] >= 0
@@ -213,6 +216,7 @@ def test_evaluate_writes_metrics_and_a_self_contained_report(tiny_run, tmp_path,
     assert row["subjects_reconstruction"] <= row["subjects"]
     page = (out / "report.html").read_text()
     assert "re-measured on the input and on its reconstruction" in page
+    assert "judge on reconstructions of the target class" in page and "judged as their class: inputs" in page
     assert "Decoded counterfactuals" in page and "Class of the reconstructions" in page
     sources = re.findall(r"src='([^']*)'", page)
     assert len(sources) >= 5 and all(s.startswith("data:image/png;base64,") for s in sources)

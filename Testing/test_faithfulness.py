@@ -141,6 +141,16 @@ def test_the_judge_learns_a_separable_task_and_is_deterministic():
     np.testing.assert_allclose(again.probabilities(images[:, 0]), probs, atol=1e-5)
 
 
+def test_per_class_recall_counts_each_class_against_its_own_subjects():
+    from AttriVAELib.evaluate.faithfulness import _recall
+
+    labels = np.array([0, 0, 0, 0, 1, 1, -1])
+    probs = np.array([[0.9, 0.1], [0.8, 0.2], [0.3, 0.7], [0.6, 0.4], [0.2, 0.8], [0.7, 0.3], [0.0, 1.0]])
+    # Class 0: 3 of its 4 subjects; class 1: 1 of 2; the unlabelled subject counts for neither.
+    assert _recall(labels, probs, ["healthy", "lesion"]) == {"healthy": 0.75, "lesion": 0.5}
+    assert _recall(np.array([1, 1]), probs[4:6], ["a", "b"]) == {"b": 0.5}  # absent classes are left out
+
+
 # --------------------------------------------------------------------------- consistency losses
 def test_consistency_terms_train_the_decoder_only():
     from AttriVAELib.nn.consistency import reencoded_class_loss, swap_consistency

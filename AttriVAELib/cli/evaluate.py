@@ -27,15 +27,18 @@ def _seeds(text: str) -> list[int]:
 
 
 def _add_settings_arguments(p: argparse.ArgumentParser, traversal: int, localization: int) -> None:
+    from AttriVAELib.evaluate.evaluation import EvaluationSettings  # no torch at import
+
+    counterfactuals = EvaluationSettings.counterfactual_subjects
     p.add_argument("--split", default="test", choices=("train", "val", "test"),
                    help="split evaluated (default test; data without a saved split is evaluated whole)")
     p.add_argument("--traversal-subjects", type=non_negative_int, default=traversal,
                    help=f"subjects traversed per attribute for traversal fidelity (default {traversal})")
     p.add_argument("--localization-subjects", type=non_negative_int, default=localization,
                    help=f"subjects with a lesion whose maps are localized (default {localization})")
-    p.add_argument("--counterfactual-subjects", type=non_negative_int, default=40,
+    p.add_argument("--counterfactual-subjects", type=non_negative_int, default=counterfactuals,
                    help="labelled subjects whose decoded counterfactuals are judged, split between the classes "
-                        "(default 40; 0 = skip the image-faithfulness checks)")
+                        f"(default {counterfactuals}; 0 = skip the image-faithfulness checks)")
     p.add_argument("--judge-epochs", type=non_negative_int, default=20,
                    help="training epochs of the independent judge of decoded images (default 20; 0 = no judge)")
     p.add_argument("--counterfactual-method", choices=COUNTERFACTUAL_METHODS, default="auto",

@@ -78,7 +78,9 @@ class EvaluationSettings:
         localization_subjects: subjects with a lesion whose maps are localized.
         reconstruction_subjects: subjects reconstructed for MSE/SSIM/Dice (0 = all).
         counterfactual_subjects: labelled subjects whose decoded counterfactuals are judged
-            (:mod:`AttriVAELib.evaluate.faithfulness`), split evenly between the classes.
+            (:mod:`AttriVAELib.evaluate.faithfulness`), split evenly between the classes. Each
+            costs a decode and two classifications; with 20 per direction one subject moves a
+            validity by 5 points, more than recipes differ by.
         judge_epochs: training epochs of the independent judge (0: no judge).
         counterfactual_method: how those counterfactuals are made (``"auto"``, ``"exemplar"``,
             ``"class_mean"``, ``"flip"``; see :func:`~AttriVAELib.explain.counterfactual.counterfactual`).
@@ -95,7 +97,7 @@ class EvaluationSettings:
     traversal_steps: int = 9
     localization_subjects: int = 20
     reconstruction_subjects: int = 0
-    counterfactual_subjects: int = 40
+    counterfactual_subjects: int = 200
     judge_epochs: int = 20
     counterfactual_method: str = "auto"
     bootstrap: int = 1000

@@ -2,12 +2,16 @@
 
 * :func:`reconstruction_agreement`: the model's classifier on the re-encoded reconstruction
   ``cls(enc(dec(μ)))`` against the labels (AUC) and against its class on the input
-  (agreement), and the independent judge (:mod:`.judge`) on the reconstructions.
+  (agreement), and the independent judge (:mod:`.judge`) on the inputs and the reconstructions:
+  AUC, and per class the share it assigns to that class (``judge_recall_*``).
 * :func:`counterfactual_faithfulness`: for each subject the decoded counterfactual towards the
   other class (binary) or the runner-up, made as ``explain`` makes it (``method``: a donor
   exemplar where the model stores them), by direction ``"a→b"``:
 
-  - ``valid_judge``: share the independent judge assigns to the target class;
+  - ``valid_judge``: share the independent judge assigns to the target class, beside the
+    share of this model's reconstructions of target-class subjects it assigns there
+    (``judge_recall_reconstruction_target``): a decoded counterfactual is drawn by the same
+    decoder, and that share says how often its drawings of real members of the class pass;
   - ``valid_encoder``: share the model's own encoder and classifier assign to it (it can be
     fooled; shown beside the judge so a gap is visible);
   - ``valid_measure`` (cohorts with lesion masks): towards a lesion class, share whose drawn
@@ -84,9 +88,22 @@ def reconstruction_agreement(model: AttriVAEModel, encodings: Sequence[Encoding]
     if judge is not None:
         real = judge.probabilities(np.stack([e.image for e in encodings]))
         drawn = judge.probabilities(recons)
+        names = _class_names(model)
         out.update(judge_auc_input=_auc(labels, real), judge_auc_reconstruction=_auc(labels, drawn),
-                   judge_agreement=float(np.mean(real.argmax(1) == drawn.argmax(1))))
+                   judge_agreement=float(np.mean(real.argmax(1) == drawn.argmax(1))),
+                   judge_recall_input=_recall(labels, real, names),
+                   judge_recall_reconstruction=_recall(labels, drawn, names))
     return out
+
+
+def _class_names(model: AttriVAEModel) -> list[str]:
+    return list(model.label_names or [str(i) for i in range(model.num_classes)])
+
+
+def _recall(labels: np.ndarray, probs: np.ndarray, names: Sequence[str]) -> dict[str, float]:
+    """Per class, the share of its subjects that ``probs`` (N, C) assigns to it (classes present only)."""
+    predicted = probs.argmax(1)
+    return {names[c]: float(np.mean(predicted[labels == c] == c)) for c in sorted({int(c) for c in labels if c >= 0})}
 
 
 def lesion_scale(encodings: Sequence[Encoding], lesions: Sequence[np.ndarray | None],
@@ -188,7 +205,7 @@ def counterfactual_faithfulness(model: AttriVAEModel, encodings: Sequence[Encodi
     stats = class_statistics(model)
     rows: dict[str, list[dict[str, float]]] = {}
     methods: dict[str, set[str]] = {}
-    names = model.label_names or [str(i) for i in range(model.num_classes)]
+    names = _class_names(model)
     for enc, label, lesion in zip(encodings, labels, lesions):
         if label < 0:
             continue
@@ -321,10 +338,14 @@ def faithfulness_section(model: AttriVAEModel, encodings: Sequence[Encoding], la
     """
     out: dict[str, Any] = {"judge": "plain 3D CNN trained on the real training images" if judge else None}
     out["reconstruction_class"] = rc = reconstruction_agreement(model, encodings, labels, judge)
-    log("class of re-encoded reconstructions: AUC {} (inputs {}), agreement {:.0%}".format(
+    line = "class of re-encoded reconstructions: AUC {} (inputs {}), agreement {:.0%}".format(
         _fmt(rc["auc_reencoded"]), _fmt(rc["auc_input"]), rc["agreement"])
-        + ("" if judge is None else "; judge AUC on inputs {} / reconstructions {}".format(
-            _fmt(rc["judge_auc_input"]), _fmt(rc["judge_auc_reconstruction"]))))
+    if judge is not None:
+        shares = ", ".join(f"{name} {_pct(share)} / {_pct(rc['judge_recall_reconstruction'].get(name))}"
+                           for name, share in rc["judge_recall_input"].items())
+        line += (f"; judge AUC on inputs {_fmt(rc['judge_auc_input'])} / reconstructions "
+                 f"{_fmt(rc['judge_auc_reconstruction'])}, judged as their class on inputs / reconstructions: {shares}")
+    log(line)
     scale = threshold = radius = None
     if lesion_volumes is not None:
         scale = lesion_scale(encodings, lesions, lesion_volumes)
@@ -339,7 +360,14 @@ def faithfulness_section(model: AttriVAEModel, encodings: Sequence[Encoding], la
         model, [encodings[i] for i in chosen], labels[chosen], [lesions[i] for i in chosen], judge, scale, threshold,
         radius, method)
     for direction, v in out["counterfactual"].items():
-        log(f"counterfactual {direction} ({v['method']}): valid for the judge {_pct(v.get('valid_judge'))}, for the model's "
+        # How often this decoder's drawings of real members of the target class pass the judge.
+        reference = (rc.get("judge_recall_reconstruction") or {}).get(direction.split("→")[1])
+        if reference is not None:
+            v["judge_recall_reconstruction_target"] = reference
+        log(f"counterfactual {direction} ({v['method']}): valid for the judge {_pct(v.get('valid_judge'))}"
+            + ("" if reference is None else f" (it assigns {_pct(reference)} of this model's reconstructions of "
+               f"that class to it)")
+            + f", for the model's "
             f"encoder {_pct(v.get('valid_encoder'))}, by the lesion measure {_pct(v.get('valid_measure'))}; "
             f"mass in lesion ÷ uniform {_fmt(v.get('lesion_mass_ratio_median'))}, "
             + ("" if "drawn_compactness_median" not in v else

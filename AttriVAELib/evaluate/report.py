@@ -247,6 +247,11 @@ def _layer(result: Mapping[str, Any]) -> str:
     return str(result.get("gradcam_layer") or "auto").removeprefix("encoder.")
 
 
+def _per_class(shares: Mapping[str, float] | None) -> str:
+    """``{"0": 0.95, "1": 0.9}`` → ``"0: 0.950, 1: 0.900"`` (– when absent)."""
+    return "–" if not shares else ", ".join(f"{name}: {_fmt(share)}" for name, share in shares.items())
+
+
 def _detail_tables(result: Mapping[str, Any]) -> str:
     parts = []
     fid = result.get("traversal_fidelity") or {}
@@ -281,17 +286,22 @@ def _detail_tables(result: Mapping[str, Any]) -> str:
         parts.append(_table("Class of the reconstructions (the model's classifier on the re-encoded reconstruction; "
                             "the independent judge on the images)",
                             ("AUC inputs", "AUC re-encoded", "agreement", "judge AUC inputs",
-                             "judge AUC reconstructions", "n"),
+                             "judge AUC reconstructions", "judged as their class: inputs",
+                             "judged as their class: reconstructions", "n"),
                             [(_fmt(rc.get("auc_input")), _fmt(rc.get("auc_reencoded")), _fmt(rc.get("agreement")),
                               _fmt(rc.get("judge_auc_input")), _fmt(rc.get("judge_auc_reconstruction")),
-                              rc.get("subjects"))]))
+                              _per_class(rc.get("judge_recall_input")),
+                              _per_class(rc.get("judge_recall_reconstruction")), rc.get("subjects"))]))
     cf = faith.get("counterfactual") or {}
     if cf:
         parts.append(_table("Decoded counterfactuals (share valid; medians)",
-                            ("direction", "method", "judge", "own encoder", "lesion measure",
+                            ("direction", "method", "judge", "judge on reconstructions of the target class",
+                             "own encoder", "lesion measure",
                              "mass in lesion ÷ uniform", "added intensity in one lesion-sized ball",
                              "L1 change outside the lesion", "n"),
-                            [(d, v.get("method", "–"), _fmt(v.get("valid_judge")), _fmt(v.get("valid_encoder")), _fmt(v.get("valid_measure")),
+                            [(d, v.get("method", "–"), _fmt(v.get("valid_judge")),
+                              _fmt(v.get("judge_recall_reconstruction_target")), _fmt(v.get("valid_encoder")),
+                              _fmt(v.get("valid_measure")),
                               _fmt(v.get("lesion_mass_ratio_median"), 2), _fmt(v.get("drawn_compactness_median")),
                               _fmt(v.get("proximity_l1_median")), v["subjects"]) for d, v in cf.items()]))
     loc = result.get("localization") or {}
