@@ -88,7 +88,7 @@ def reconstruction_agreement(model: AttriVAEModel, encodings: Sequence[Encoding]
     if judge is not None:
         real = judge.probabilities(np.stack([e.image for e in encodings]))
         drawn = judge.probabilities(recons)
-        names = _class_names(model)
+        names = model.class_names
         out.update(judge_auc_input=_auc(labels, real), judge_auc_reconstruction=_auc(labels, drawn),
                    judge_agreement=float(np.mean(real.argmax(1) == drawn.argmax(1))),
                    judge_recall_input=_recall(labels, real, names),
@@ -96,14 +96,14 @@ def reconstruction_agreement(model: AttriVAEModel, encodings: Sequence[Encoding]
     return out
 
 
-def _class_names(model: AttriVAEModel) -> list[str]:
-    return list(model.label_names or [str(i) for i in range(model.num_classes)])
-
-
 def _recall(labels: np.ndarray, probs: np.ndarray, names: Sequence[str]) -> dict[str, float]:
     """Per class, the share of its subjects that ``probs`` (N, C) assigns to it (classes present only)."""
-    predicted = probs.argmax(1)
-    return {names[c]: float(np.mean(predicted[labels == c] == c)) for c in sorted({int(c) for c in labels if c >= 0})}
+    from sklearn.metrics import recall_score
+
+    keep = labels >= 0
+    present = sorted({int(c) for c in labels[keep]})
+    shares = recall_score(labels[keep], probs[keep].argmax(1), labels=present, average=None, zero_division=0)
+    return {names[c]: float(share) for c, share in zip(present, shares)}
 
 
 def lesion_scale(encodings: Sequence[Encoding], lesions: Sequence[np.ndarray | None],
@@ -205,7 +205,7 @@ def counterfactual_faithfulness(model: AttriVAEModel, encodings: Sequence[Encodi
     stats = class_statistics(model)
     rows: dict[str, list[dict[str, float]]] = {}
     methods: dict[str, set[str]] = {}
-    names = _class_names(model)
+    names = model.class_names
     for enc, label, lesion in zip(encodings, labels, lesions):
         if label < 0:
             continue

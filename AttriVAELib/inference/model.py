@@ -192,6 +192,11 @@ class AttriVAEModel:
         return list(self._label_names)
 
     @property
+    def class_names(self) -> list[str]:
+        """The label names, or the class indices as strings where the checkpoint stores none."""
+        return self.label_names or [str(i) for i in range(self.num_classes)]
+
+    @property
     def has_classifier(self) -> bool:
         return self.network.has_classifier
 

@@ -141,7 +141,7 @@ def encoding_summary(model, encoding, latent: np.ndarray, ranges: Sequence[tuple
                            "probabilities": None, "predicted_label": None}
     probs = model.class_probabilities(latent)
     if probs is not None:
-        names = model.label_names or [str(i) for i in range(len(probs))]
+        names = model.class_names
         out["probabilities"] = {str(n): float(p) for n, p in zip(names, probs)}
         out["predicted_label"] = str(names[int(np.argmax(probs))])
         out["encoded_probabilities"] = {str(n): float(p) for n, p in zip(names, encoding.probabilities)}
