@@ -13,7 +13,13 @@ model's μ:
   interpretability score at that dimension: the same in-sample fit ``attrivae evaluate`` makes)
   and to the mean in-plane diameter;
 - for each generating factor, the R² on the held-out (test) subjects of a linear map from all of
-  μ fitted on the training subjects: how much of that factor the code carries.
+  μ fitted on the training subjects: how much of that factor the code carries;
+- where the lesion lies: the unit vector from the phantom's centre (the centroid of its wall and
+  lesion masks) to the lesion's centroid, read from μ by the same kind of linear map, with the
+  median angle between the read and the true direction on the held-out subjects and what that
+  angle spans on the outer wall (mm). A decoder cannot draw a lesion sharper than its code
+  places it: a code that places it within a few voxels gets its least squared error from a
+  faint blur over those places.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import argparse
 import numpy as np
 from sklearn.linear_model import LinearRegression
 
+from AttriVAELib.data.io import read_mask
 from AttriVAELib.data.manifest import Manifest, Record, load_manifest, load_split
 from AttriVAELib.inference.model import AttriVAEModel
 
@@ -45,6 +52,44 @@ def factor_matrix(records: list[Record], names: list[str]) -> np.ndarray:
     return np.array([[float(r.metadata[FACTOR_PREFIX + n]) for n in names] for r in records])
 
 
+def lesion_direction(record: Record) -> np.ndarray | None:
+    """Unit vector (LPS) from the phantom's centre to its lesion's centroid; None without a lesion
+    (or without the wall mask that places the centre)."""
+    if record.lesion is None or record.mask is None:
+        return None
+    lesion = read_mask(record.lesion, allow_empty=True)
+    if not lesion.array.any():
+        return None
+    wall = read_mask(record.mask, reference=lesion.geometry, allow_empty=True)
+
+    def centroid(mask: np.ndarray) -> np.ndarray:
+        return lesion.geometry.index_to_physical(np.argwhere(mask).mean(axis=0)[::-1])  # (z, y, x) → (i, j, k)
+
+    offset = centroid(lesion.array > 0) - centroid((lesion.array > 0) | (wall.array > 0))
+    return offset / np.linalg.norm(offset)
+
+
+def lesion_place(codes: dict[str, tuple[np.ndarray, list[Record]]], outer_radius_mm: float) -> str:
+    """The held-out readout of the lesion's direction from μ (module docstring), as one line."""
+    fitted = {}
+    for split_name in ("train", "test"):
+        mu, records = codes[split_name]
+        directions = [lesion_direction(r) for r in records]
+        keep = [i for i, d in enumerate(directions) if d is not None]
+        fitted[split_name] = mu[keep], np.array([directions[i] for i in keep]).reshape(len(keep), 3)
+    (mu_train, d_train), (mu_test, d_test) = fitted["train"], fitted["test"]
+    if len(d_train) < 3 or len(d_test) < 2:
+        return "lesion's place: too few subjects with a lesion to read it"
+    reader = LinearRegression().fit(mu_train, d_train)
+    read = reader.predict(mu_test)
+    cosine = (read * d_test).sum(axis=1) / np.maximum(np.linalg.norm(read, axis=1), 1e-12)
+    angle = np.degrees(np.arccos(np.clip(cosine, -1.0, 1.0)))
+    score = reader.score(mu_test, d_test)
+    median = float(np.median(angle))
+    return (f"lesion's direction from the centre ({len(d_test)} held-out subjects with a lesion): R² {score:.2f}, "
+            f"median angle {median:.0f}° ({np.radians(median) * outer_radius_mm:.1f} mm on the outer wall)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True, help="a run folder or model bundle trained on a phantom cohort")
@@ -61,11 +106,13 @@ def main() -> None:
 
     split = load_split(manifest, create=False)
     codes: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    coded_records: dict[str, tuple[np.ndarray, list[Record]]] = {}
     for split_name in ("train", "val", "test"):
         records = manifest.subset(split[split_name])
         mu = np.stack([e.mu for e in model.encode_batch([r.image for r in records])])
         factors = factor_matrix(records, names)
         codes[split_name] = mu, factors
+        coded_records[split_name] = mu, records
         d = manifest.attribute_matrix(records)[:, dim]
         print(f"{split_name} ({len(records)}): μ_{dim} → max diameter R² {r2(mu[:, dim], d):.3f}, "
               f"→ mean in-plane diameter {r2(mu[:, dim], mean_in_plane_diameter(factors, names)):.3f}")
@@ -77,6 +124,8 @@ def main() -> None:
             continue  # constant in this cohort (e.g. no lesion factors drawn)
         score = LinearRegression().fit(mu_train, f_train[:, i]).score(mu_test, f_test[:, i])
         print(f"  {name} {score:.2f}")
+    outer_radius = float(np.median(manifest.attribute_matrix()[:, dim])) / 2
+    print(lesion_place(coded_records, outer_radius))
 
 
 if __name__ == "__main__":
