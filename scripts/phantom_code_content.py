@@ -69,11 +69,14 @@ def lesion_direction(record: Record) -> np.ndarray | None:
     return offset / np.linalg.norm(offset)
 
 
-def lesion_place(codes: dict[str, tuple[np.ndarray, list[Record]]], outer_radius_mm: float) -> str:
-    """The held-out readout of the lesion's direction from μ (module docstring), as one line."""
+def lesion_place(train: tuple[np.ndarray, list[Record]], test: tuple[np.ndarray, list[Record]],
+                 outer_radius_mm: float) -> str:
+    """The held-out readout of the lesion's direction from μ (module docstring), as one line.
+
+    ``train``, ``test``: each split's μ (N, L) and its records, in the same order.
+    """
     fitted = {}
-    for split_name in ("train", "test"):
-        mu, records = codes[split_name]
+    for split_name, (mu, records) in (("train", train), ("test", test)):
         directions = [lesion_direction(r) for r in records]
         keep = [i for i, d in enumerate(directions) if d is not None]
         fitted[split_name] = mu[keep], np.array([directions[i] for i in keep]).reshape(len(keep), 3)
@@ -105,19 +108,17 @@ def main() -> None:
     print(f"ceiling of a k-blind reader (all {len(diameter)} subjects): R² {ceiling:.3f}")
 
     split = load_split(manifest, create=False)
-    codes: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    coded_records: dict[str, tuple[np.ndarray, list[Record]]] = {}
+    codes: dict[str, tuple[np.ndarray, np.ndarray, list[Record]]] = {}
     for split_name in ("train", "val", "test"):
         records = manifest.subset(split[split_name])
         mu = np.stack([e.mu for e in model.encode_batch([r.image for r in records])])
         factors = factor_matrix(records, names)
-        codes[split_name] = mu, factors
-        coded_records[split_name] = mu, records
+        codes[split_name] = mu, factors, records
         d = manifest.attribute_matrix(records)[:, dim]
         print(f"{split_name} ({len(records)}): μ_{dim} → max diameter R² {r2(mu[:, dim], d):.3f}, "
               f"→ mean in-plane diameter {r2(mu[:, dim], mean_in_plane_diameter(factors, names)):.3f}")
 
-    (mu_train, f_train), (mu_test, f_test) = codes["train"], codes["test"]
+    (mu_train, f_train, records_train), (mu_test, f_test, records_test) = codes["train"], codes["test"]
     print("held-out R² of a linear map from μ (fitted on the training subjects) to each generating factor:")
     for i, name in enumerate(names):
         if np.ptp(f_train[:, i]) == 0:
@@ -125,7 +126,7 @@ def main() -> None:
         score = LinearRegression().fit(mu_train, f_train[:, i]).score(mu_test, f_test[:, i])
         print(f"  {name} {score:.2f}")
     outer_radius = float(np.median(manifest.attribute_matrix()[:, dim])) / 2
-    print(lesion_place(coded_records, outer_radius))
+    print(lesion_place((mu_train, records_train), (mu_test, records_test), outer_radius))
 
 
 if __name__ == "__main__":
