@@ -169,6 +169,8 @@ def test_settings_are_checked():
         EvaluationSettings(bootstrap=-1)
     with pytest.raises(ConfigError, match="counterfactual_method"):
         EvaluationSettings(counterfactual_method="nearest")
+    with pytest.raises(ConfigError, match="judge_members"):
+        EvaluationSettings(judge_members=0)
 
 
 def test_evaluate_writes_metrics_and_a_self_contained_report(tiny_run, tmp_path, capsys):
@@ -200,6 +202,8 @@ def test_evaluate_writes_metrics_and_a_self_contained_report(tiny_run, tmp_path,
         assert direction["judge_recall_reconstruction_target"] == rc["judge_recall_reconstruction"][name[-1]]
         assert direction["method"] == "class_mean"
         assert 0 <= direction["valid_judge"] <= 1 and 0 <= direction["valid_encoder"] <= 1
+        shares = {i / direction["subjects"] for i in range(direction["subjects"] + 1)}
+        assert len(direction["valid_judge_members"]) == 3 and set(direction["valid_judge_members"]) <= shares
         assert direction["proximity_l1_median"] >= 0
         assert 0 <= direction.get("drawn_compactness_median", 0) <= 1 + 1e-9
     assert faith["lesion_scale"] > 0

@@ -125,7 +125,7 @@ def _ball_voxels(radius: float) -> int:
 
 
 # --------------------------------------------------------------------------- the judge
-def test_the_judge_learns_a_separable_task_and_is_deterministic():
+def test_the_judge_learns_a_separable_task_is_deterministic_and_averages_its_members():
     from AttriVAELib.evaluate.judge import train_judge
 
     rng = np.random.default_rng(0)
@@ -133,12 +133,18 @@ def test_the_judge_learns_a_separable_task_and_is_deterministic():
     labels = np.arange(48) % 2
     images[labels == 1, :, 5:11, 5:11, 5:11] += 0.8  # class 1: a bright cube, wherever flips put it
     x = torch.as_tensor(images)
-    judge = train_judge(x, labels, 2, epochs=15, batch_size=8, seed=1)
+    judge = train_judge(x, labels, 2, epochs=15, members=2, batch_size=8, seed=1)
     probs = judge.probabilities(images[:, 0])
     assert probs.shape == (48, 2) and np.allclose(probs.sum(1), 1, atol=1e-5)
     assert (probs.argmax(1) == labels).mean() >= 0.9
-    again = train_judge(x, labels, 2, epochs=15, batch_size=8, seed=1)
-    np.testing.assert_allclose(again.probabilities(images[:, 0]), probs, atol=1e-5)
+    members = judge.member_probabilities(images[:, 0])
+    assert members.shape == (2, 48, 2)
+    np.testing.assert_allclose(members.mean(0), probs, atol=1e-6)  # the verdict is the members' mean
+    assert not np.allclose(members[0], members[1], atol=1e-4)  # two seeds, two networks
+    again = train_judge(x, labels, 2, epochs=15, members=1, batch_size=8, seed=1)  # member 1 is seed 1's network
+    np.testing.assert_allclose(again.probabilities(images[:, 0]), members[0], atol=1e-5)
+    with pytest.raises(ValueError, match="at least one member"):
+        train_judge(x, labels, 2, members=0)
 
 
 def test_per_class_recall_counts_each_class_against_its_own_subjects():

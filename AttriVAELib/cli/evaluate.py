@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from AttriVAELib.cli.command import Command, check_output, non_negative_int
+from AttriVAELib.cli.command import Command, check_output, non_negative_int, positive_int
 from AttriVAELib.core.errors import ConfigError, OutputError
 from AttriVAELib.explain import COUNTERFACTUAL_METHODS
 
@@ -39,8 +39,11 @@ def _add_settings_arguments(p: argparse.ArgumentParser, traversal: int, localiza
     p.add_argument("--counterfactual-subjects", type=non_negative_int, default=counterfactuals,
                    help="labelled subjects whose decoded counterfactuals are judged, split between the classes "
                         f"(default {counterfactuals}; 0 = skip the image-faithfulness checks)")
-    p.add_argument("--judge-epochs", type=non_negative_int, default=20,
-                   help="training epochs of the independent judge of decoded images (default 20; 0 = no judge)")
+    p.add_argument("--judge-epochs", type=non_negative_int, default=40,
+                   help="training epochs of each network of the independent judge of decoded images "
+                        "(default 40; 0 = no judge)")
+    p.add_argument("--judge-members", type=positive_int, default=3,
+                   help="networks in the judge, trained from successive seeds; its verdict is their mean (default 3)")
     p.add_argument("--counterfactual-method", choices=COUNTERFACTUAL_METHODS, default="auto",
                    help="how those counterfactuals are made, as in explain (default auto)")
     p.add_argument("--bootstrap", type=non_negative_int, default=1000, help="bootstrap resamples (default 1000)")
@@ -55,6 +58,7 @@ def _settings(args: argparse.Namespace):
     return EvaluationSettings(split=args.split, traversal_subjects=args.traversal_subjects,
                               localization_subjects=args.localization_subjects, bootstrap=args.bootstrap,
                               counterfactual_subjects=args.counterfactual_subjects, judge_epochs=args.judge_epochs,
+                              judge_members=args.judge_members,
                               counterfactual_method=args.counterfactual_method, layer=args.layer)
 
 

@@ -216,7 +216,9 @@ def counterfactual_faithfulness(model: AttriVAEModel, encodings: Sequence[Encodi
         encoded = model.encode_arrays(cf.counterfactual[None])["probabilities"][0]
         row["valid_encoder"] = float(int(np.argmax(encoded)) == target)
         if judge is not None:
-            row["valid_judge"] = float(int(np.argmax(judge.probabilities(cf.counterfactual[None])[0])) == target)
+            members = judge.member_probabilities(cf.counterfactual[None])[:, 0]  # (M, C)
+            row["valid_judge"] = float(int(np.argmax(members.mean(0))) == target)
+            row.update({f"valid_judge_member{m}": float(int(np.argmax(p)) == target) for m, p in enumerate(members)})
         has_lesion = lesion is not None and np.asarray(lesion).any()
         if scale is not None and threshold is not None:
             if target != 0:  # a compact lesion must appear: drawn beyond the reconstruction
@@ -241,8 +243,16 @@ def counterfactual_faithfulness(model: AttriVAEModel, encodings: Sequence[Encodi
         direction = f"{names[label]}→{names[target]}"
         rows.setdefault(direction, []).append(row)
         methods.setdefault(direction, set()).add(cf.method)
-    return {direction: {**_summarize(values), "method": ", ".join(sorted(methods[direction]))}
+    return {direction: {**_gather_members(_summarize(values)), "method": ", ".join(sorted(methods[direction]))}
             for direction, values in rows.items()}
+
+
+def _gather_members(summary: dict[str, Any]) -> dict[str, Any]:
+    """Collect ``valid_judge_member{m}`` into ``valid_judge_members`` (one share per judge member)."""
+    keys = sorted((k for k in summary if k.startswith("valid_judge_member")), key=lambda k: int(k[18:]))
+    if keys:
+        summary["valid_judge_members"] = [summary.pop(k) for k in keys]
+    return summary
 
 
 def lesion_traversal(model: AttriVAEModel, encodings: Sequence[Encoding], dim: int, value_range: tuple[float, float],
@@ -303,8 +313,10 @@ def _summarize(rows: list[dict[str, float]]) -> dict[str, Any]:
 
 
 def judge_for(model: AttriVAEModel, manifest: Any, class_index: Callable[[Sequence[Any]], np.ndarray], *,
-              epochs: int = 20, seed: int = 0, log: Callable[[str], None] | None = None) -> Judge | None:
-    """The independent judge trained on the model-grid images of ``manifest``'s train split (None without one)."""
+              epochs: int = 40, members: int = 3, seed: int = 0,
+              log: Callable[[str], None] | None = None) -> Judge | None:
+    """The independent judge (``members`` networks) trained on the model-grid images of
+    ``manifest``'s train split (None without one)."""
     from AttriVAELib.data.dataset import CohortDataset
     from AttriVAELib.data.manifest import find_split, load_split
     from AttriVAELib.evaluate.judge import train_judge
@@ -319,8 +331,9 @@ def judge_for(model: AttriVAEModel, manifest: Any, class_index: Callable[[Sequen
     if len(set(labels[labels >= 0].tolist())) < 2:
         return None
     if log is not None:
-        log(f"training the independent judge (a plain 3D CNN) on {len(subjects)} real training images")
-    return train_judge(dataset.images, labels, max(model.num_classes, 2), epochs=epochs, seed=seed, log=log)
+        log(f"training the independent judge ({members} plain 3D CNNs) on {len(subjects)} real training images")
+    return train_judge(dataset.images, labels, max(model.num_classes, 2), epochs=epochs, members=members, seed=seed,
+                       log=log)
 
 
 def faithfulness_section(model: AttriVAEModel, encodings: Sequence[Encoding], labels: np.ndarray,
@@ -364,7 +377,9 @@ def faithfulness_section(model: AttriVAEModel, encodings: Sequence[Encoding], la
         reference = (rc.get("judge_recall_reconstruction") or {}).get(direction.split("→")[1])
         if reference is not None:
             v["judge_recall_reconstruction_target"] = reference
-        log(f"counterfactual {direction} ({v['method']}): valid for the judge {_pct(v.get('valid_judge'))}"
+        members = v.get("valid_judge_members") or []
+        spread = f" (its {len(members)} members {_pct(min(members))}–{_pct(max(members))})" if len(members) > 1 else ""
+        log(f"counterfactual {direction} ({v['method']}): valid for the judge {_pct(v.get('valid_judge'))}{spread}"
             + ("" if reference is None else f" (it assigns {_pct(reference)} of this model's reconstructions of "
                f"that class to it)")
             + f", for the model's "

@@ -64,6 +64,11 @@ def _png_uri(data: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
 
 
+def _members(shares: list[float] | None) -> str:
+    """The range of the judge members' shares, e.g. ``0.86–0.97`` (– without members)."""
+    return "–" if not shares else f"{_fmt(min(shares))}–{_fmt(max(shares))}"
+
+
 def _fmt(value: Any, digits: int = 3) -> str:
     if value is None:
         return "–"
@@ -295,11 +300,12 @@ def _detail_tables(result: Mapping[str, Any]) -> str:
     cf = faith.get("counterfactual") or {}
     if cf:
         parts.append(_table("Decoded counterfactuals (share valid; medians)",
-                            ("direction", "method", "judge", "judge on reconstructions of the target class",
+                            ("direction", "method", "judge", "judge's members, each alone",
+                             "judge on reconstructions of the target class",
                              "own encoder", "lesion measure",
                              "mass in lesion ÷ uniform", "added intensity in one lesion-sized ball",
                              "L1 change outside the lesion", "n"),
-                            [(d, v.get("method", "–"), _fmt(v.get("valid_judge")),
+                            [(d, v.get("method", "–"), _fmt(v.get("valid_judge")), _members(v.get("valid_judge_members")),
                               _fmt(v.get("judge_recall_reconstruction_target")), _fmt(v.get("valid_encoder")),
                               _fmt(v.get("valid_measure")),
                               _fmt(v.get("lesion_mass_ratio_median"), 2), _fmt(v.get("drawn_compactness_median")),
