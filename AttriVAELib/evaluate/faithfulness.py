@@ -331,7 +331,8 @@ def judge_for(model: AttriVAEModel, manifest: Any, class_index: Callable[[Sequen
     if len(set(labels[labels >= 0].tolist())) < 2:
         return None
     if log is not None:
-        log(f"training the independent judge ({members} plain 3D CNNs) on {len(subjects)} real training images")
+        networks = "a plain 3D CNN" if members == 1 else f"{members} plain 3D CNNs"
+        log(f"training the independent judge ({networks}) on {len(subjects)} real training images")
     return train_judge(dataset.images, labels, max(model.num_classes, 2), epochs=epochs, members=members, seed=seed,
                        log=log)
 
