@@ -1,4 +1,4 @@
-"""An independent judge of decoded images: a plain 3D CNN classifier trained on real images.
+"""An independent judge of decoded images: plain 3D CNN classifiers trained on real images.
 
 Whether a decoded counterfactual "is" in its target class cannot be asked of the model's own
 encoder: a decoder trained to please that encoder can draw patterns it reads as a class
