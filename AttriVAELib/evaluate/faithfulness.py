@@ -350,7 +350,8 @@ def faithfulness_section(model: AttriVAEModel, encodings: Sequence[Encoding], la
     true lesion volumes and the lesion dim (``lesion_dim``, swept over ``lesion_range``);
     ``method`` is how the counterfactuals are made.
     """
-    out: dict[str, Any] = {"judge": None if judge is None else
+    out: dict[str, Any] = {"judge": None if judge is None else "plain 3D CNN trained on the real training images"
+                           if len(judge.networks) == 1 else
                            f"{len(judge.networks)} plain 3D CNNs trained on the real training images, their mean"}
     out["reconstruction_class"] = rc = reconstruction_agreement(model, encodings, labels, judge)
     line = "class of re-encoded reconstructions: AUC {} (inputs {}), agreement {:.0%}".format(
