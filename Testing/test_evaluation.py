@@ -221,6 +221,7 @@ def test_evaluate_writes_metrics_and_a_self_contained_report(tiny_run, tmp_path,
     page = (out / "report.html").read_text()
     assert "re-measured on the input and on its reconstruction" in page
     assert "judge on reconstructions of the target class" in page and "judged as their class: inputs" in page
+    assert "members, each alone" in page  # the range of the judge members' verdicts
     assert "Decoded counterfactuals" in page and "Class of the reconstructions" in page
     sources = re.findall(r"src='([^']*)'", page)
     assert len(sources) >= 5 and all(s.startswith("data:image/png;base64,") for s in sources)
