@@ -204,6 +204,7 @@ def counterfactual_faithfulness(model: AttriVAEModel, encodings: Sequence[Encodi
 
     stats = class_statistics(model)
     rows: dict[str, list[dict[str, float]]] = {}
+    member_votes: dict[str, list[list[bool]]] = {}  # per direction, per subject: each judge member's verdict
     methods: dict[str, set[str]] = {}
     names = model.class_names
     for enc, label, lesion in zip(encodings, labels, lesions):
@@ -215,10 +216,9 @@ def counterfactual_faithfulness(model: AttriVAEModel, encodings: Sequence[Encodi
         row: dict[str, float] = {}
         encoded = model.encode_arrays(cf.counterfactual[None])["probabilities"][0]
         row["valid_encoder"] = float(int(np.argmax(encoded)) == target)
-        if judge is not None:
-            members = judge.member_probabilities(cf.counterfactual[None])[:, 0]  # (M, C)
+        members = None if judge is None else judge.member_probabilities(cf.counterfactual[None])[:, 0]  # (M, C)
+        if members is not None:
             row["valid_judge"] = float(int(np.argmax(members.mean(0))) == target)
-            row.update({f"valid_judge_member{m}": float(int(np.argmax(p)) == target) for m, p in enumerate(members)})
         has_lesion = lesion is not None and np.asarray(lesion).any()
         if scale is not None and threshold is not None:
             if target != 0:  # a compact lesion must appear: drawn beyond the reconstruction
@@ -243,16 +243,14 @@ def counterfactual_faithfulness(model: AttriVAEModel, encodings: Sequence[Encodi
         direction = f"{names[label]}→{names[target]}"
         rows.setdefault(direction, []).append(row)
         methods.setdefault(direction, set()).add(cf.method)
-    return {direction: {**_gather_members(_summarize(values)), "method": ", ".join(sorted(methods[direction]))}
-            for direction, values in rows.items()}
-
-
-def _gather_members(summary: dict[str, Any]) -> dict[str, Any]:
-    """Collect ``valid_judge_member{m}`` into ``valid_judge_members`` (one share per judge member)."""
-    keys = sorted((k for k in summary if k.startswith("valid_judge_member")), key=lambda k: int(k[18:]))
-    if keys:
-        summary["valid_judge_members"] = [summary.pop(k) for k in keys]
-    return summary
+        if members is not None:
+            member_votes.setdefault(direction, []).append([int(np.argmax(p)) == target for p in members])
+    out: dict[str, dict[str, Any]] = {}
+    for direction, values in rows.items():
+        out[direction] = {**_summarize(values), "method": ", ".join(sorted(methods[direction]))}
+        if direction in member_votes:  # each member's share alone, beside the ensemble's valid_judge
+            out[direction]["valid_judge_members"] = np.mean(member_votes[direction], axis=0).tolist()
+    return out
 
 
 def lesion_traversal(model: AttriVAEModel, encodings: Sequence[Encoding], dim: int, value_range: tuple[float, float],
@@ -331,10 +329,14 @@ def judge_for(model: AttriVAEModel, manifest: Any, class_index: Callable[[Sequen
     if len(set(labels[labels >= 0].tolist())) < 2:
         return None
     if log is not None:
-        networks = "a plain 3D CNN" if members == 1 else f"{members} plain 3D CNNs"
-        log(f"training the independent judge ({networks}) on {len(subjects)} real training images")
+        log(f"training the independent judge ({_judge_name(members)}) on {len(subjects)} real training images")
     return train_judge(dataset.images, labels, max(model.num_classes, 2), epochs=epochs, members=members, seed=seed,
                        log=log)
+
+
+def _judge_name(members: int) -> str:
+    """``"a plain 3D CNN"`` or ``"3 plain 3D CNNs"`` (the verdict is their mean)."""
+    return "a plain 3D CNN" if members == 1 else f"{members} plain 3D CNNs"
 
 
 def faithfulness_section(model: AttriVAEModel, encodings: Sequence[Encoding], labels: np.ndarray,
@@ -350,9 +352,8 @@ def faithfulness_section(model: AttriVAEModel, encodings: Sequence[Encoding], la
     true lesion volumes and the lesion dim (``lesion_dim``, swept over ``lesion_range``);
     ``method`` is how the counterfactuals are made.
     """
-    out: dict[str, Any] = {"judge": None if judge is None else "plain 3D CNN trained on the real training images"
-                           if len(judge.networks) == 1 else
-                           f"{len(judge.networks)} plain 3D CNNs trained on the real training images, their mean"}
+    out: dict[str, Any] = {"judge": None if judge is None else
+                           f"{_judge_name(len(judge.networks))} trained on the real training images"}
     out["reconstruction_class"] = rc = reconstruction_agreement(model, encodings, labels, judge)
     line = "class of re-encoded reconstructions: AUC {} (inputs {}), agreement {:.0%}".format(
         _fmt(rc["auc_reencoded"]), _fmt(rc["auc_input"]), rc["agreement"])
