@@ -54,6 +54,30 @@ def test_kl_matches_torch_distributions():
     torch.testing.assert_close(kl_divergence(mu, logvar), ref)
 
 
+def test_free_bits_charge_each_dim_at_least_lambda():
+    # dim 0 carries 2 nats in each sample, dim 1 nothing: with λ = 0.5 the charge is 2 + 0.5.
+    mu = torch.tensor([[2.0, 0.0], [-2.0, 0.0]], requires_grad=True)
+    logvar = torch.zeros(2, 2)
+    assert float(kl_divergence(mu, logvar)) == pytest.approx(2.0)
+    charged = kl_divergence(mu, logvar, free_bits=0.5)
+    assert float(charged) == pytest.approx(2.5)
+    charged.backward()
+    # A dim under λ gets no gradient from the KL term; one above it gets the plain KL's.
+    assert mu.grad[:, 1].abs().max() == 0 and torch.allclose(mu.grad[:, 0], torch.tensor([1.0, -1.0]))
+
+
+def test_free_bits_in_the_objective():
+    out = _outputs()
+    x = torch.rand(4, 1, 4, 4, 4)
+    plain = AttriVAELoss(LossConfig(beta=1.0, gamma=0, alpha=0))(out, x)
+    free = AttriVAELoss(LossConfig(beta=1.0, free_bits=100.0, gamma=0, alpha=0))(out, x)
+    latent = out["mu"].shape[1]
+    assert float(free["kl"]) == pytest.approx(100.0 * latent)  # every dim is under λ
+    assert float(free["kl_raw"]) == pytest.approx(float(plain["kl_raw"]))  # the logged KL stays the plain one
+    with pytest.raises(ConfigError, match="free_bits"):
+        LossConfig(free_bits=-1.0).validate()
+
+
 # --------------------------------------------------------------------------- reconstruction
 def test_sse_hand_computed():
     x = torch.tensor([[1.0, 0.0], [0.5, 0.5]]).view(2, 1, 2, 1, 1)

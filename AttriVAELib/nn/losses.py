@@ -12,7 +12,11 @@ All terms are computed in float32, even when the forward pass ran under bf16 aut
   voxels are then its worst, and the extra weight makes drawing it pay; plus ``w_l·`` the squared
   error weighted by each image's lesion mask (:func:`lesion_weighted_loss`, cohorts that save
   lesion masks; off by default), which makes drawing the lesion at its place pay;
-- ``kl``: ``β_t·|KL − C|`` with ``β_t`` linearly warmed up from 0 over ``kl_warmup_steps``;
+- ``kl``: ``β_t·|KL − C|`` with ``β_t`` linearly warmed up from 0 over ``kl_warmup_steps``; with
+  ``free_bits`` λ > 0 (Kingma et al. 2016), ``KL = Σ_d max(λ, KL_d)`` with ``KL_d`` dim d's KL
+  averaged over the batch, so a dim carrying less than λ nats costs nothing more for carrying
+  something: a factor that the code left out (a run can lose a phantom's background intensity this
+  way) can be taken up again. The logged ``kl_raw`` stays the plain KL;
 - ``ar``: ``γ·Σ_k L_k``, the AR-VAE sign loss on latent dims 0..K-1 (Pati & Lerch 2020);
 - ``linear``: ``γ_lin·Σ_k (1 − r_k)`` with ``r_k`` the batch's Pearson correlation of ``μ_k`` and
   ``a_k`` (:func:`linear_attribute_loss`; off by default). The sign loss asks only for the right
@@ -74,6 +78,7 @@ class LossConfig:
     lesion_weight: float = 0.0  # extra weight of the squared error inside the lesion masks (dilated)
     beta: float = 2.0
     capacity: float = 0.0  # C in β·|KL − C|
+    free_bits: float = 0.0  # nats per latent dim the KL term does not charge (λ in Σ_d max(λ, KL_d))
     kl_warmup_steps: int = 0  # β ramps linearly from 0 over this many optimizer steps
     gamma: float = 200.0  # attribute regularization weight
     delta: float = 10.0  # tanh sharpness of the AR loss
@@ -95,7 +100,7 @@ class LossConfig:
             fail(f"reconstruction must be one of {', '.join(RECONSTRUCTION_KINDS)}, got {self.reconstruction!r}")
         if not (0 < self.hard_voxel_fraction <= 1):
             fail(f"hard_voxel_fraction must be in (0, 1], got {self.hard_voxel_fraction}")
-        for name in ("hard_voxel_weight", "lesion_weight", "beta", "capacity", "gamma", "linear_gamma", "reencoded_gamma",
+        for name in ("hard_voxel_weight", "lesion_weight", "beta", "capacity", "free_bits", "gamma", "linear_gamma", "reencoded_gamma",
                      "measured_gamma", "reencoded_alpha", "swap_alpha", "swap_gamma", "alpha", "l1"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
@@ -126,13 +131,17 @@ class LossConfig:
 
 
 # --------------------------------------------------------------------------- terms
-def kl_divergence(mu: Tensor, logvar: Tensor) -> Tensor:
+def kl_divergence(mu: Tensor, logvar: Tensor, free_bits: float = 0.0) -> Tensor:
     """KL(N(mu, exp(logvar)) ‖ N(0, I)) summed over dims, mean over the batch.
+
+    With ``free_bits`` λ > 0 each dim's batch-mean KL counts as at least λ: ``Σ_d max(λ, KL_d)``.
 
     mu, logvar: (B, L) → scalar, float32.
     """
     mu, logvar = mu.float(), logvar.float()
     kl = -0.5 * (1.0 + logvar - mu.pow(2) - logvar.exp())
+    if free_bits > 0:
+        return kl.mean(dim=0).clamp(min=free_bits).sum()
     return kl.sum(dim=1).mean()
 
 
@@ -308,8 +317,9 @@ class AttriVAELoss:
                     raise ConfigError("loss.lesion_weight > 0 needs the lesion masks passed to the loss")
                 recon = recon + cfg.lesion_weight * lesion_weighted_loss(outputs["recon"], x, lesion)
             kl_raw = kl_divergence(outputs["mu"], outputs["logvar"])
+            charged = kl_divergence(outputs["mu"], outputs["logvar"], cfg.free_bits) if cfg.free_bits > 0 else kl_raw
             beta = cfg.beta_at(step)
-            kl = beta * (kl_raw - cfg.capacity).abs() if beta > 0 else zero
+            kl = beta * (charged - cfg.capacity).abs() if beta > 0 else zero
 
             ar, ar_per, linear, reencoded = zero, torch.zeros(0, device=device), zero, zero
             if attributes is not None and attributes.numel() and attributes.shape[-1] > 0:
