@@ -37,8 +37,9 @@ TRAINING_OVERRIDES: dict[str, Any] = {
 #: the lesion's place in the code pays; β 0.5 instead of 2 and a wider code (64 bottleneck channels,
 #: 32 dims) leave room for it and for the background's intensity; 200 epochs draw it sharper.
 #: Free bits (1 nat per dim) keep every dim open while the code forms: without them some seeds
-#: closed all but the attribute dims early, left the background's intensity out of the code, and
-#: their SSIM fell to 0.75. Training takes about 21 minutes on a 2-core x86 CPU with AVX-512.
+#: closed nearly every dim beyond the attributes, left the background's intensity out of the
+#: code, and their SSIM fell to 0.75. Training takes about 21 minutes on a 2-core x86 CPU with
+#: AVX-512.
 DEMO_OVERRIDES: dict[str, Any] = {
     **TRAINING_OVERRIDES,
     "train": {"epochs": 200, "patience": 0},
