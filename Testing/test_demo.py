@@ -19,7 +19,7 @@ def test_demo_runs_every_step_and_resumes(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(demo, "DEMO_OVERRIDES", tiny)
     monkeypatch.setattr(demo, "DEMO_FINETUNE_OVERRIDES", tiny_finetune)
     out = tmp_path / "demo"
-    assert cli_main(["demo", "--out", str(out), "--n", "40", "--size", "32"]) == 0, capsys.readouterr().err
+    assert cli_main(["demo", "--out", str(out), "--n", "40", "--size", "32", "--train-seed", "3"]) == 0, capsys.readouterr().err
     captured = capsys.readouterr()
     printed, logged = captured.out, captured.err
     for step in ("[1/5]", "[2/5]", "[3/5]", "[4/5]", "[5/5]"):
@@ -29,17 +29,19 @@ def test_demo_runs_every_step_and_resumes(tmp_path, monkeypatch, capsys):
     assert "measured-lesion loss" in logged
     config = yaml.safe_load((out / "run" / "config.yaml").read_text())
     assert config["train"]["init_from"] == str(out / "base") and config["loss"]["measured_gamma"] == 20
+    first_stage = yaml.safe_load((out / "base" / "config.yaml").read_text())
+    assert config["train"]["seed"] == first_stage["train"]["seed"] == 3
     assert f"evaluation report: {out / 'report' / 'report.html'}" in printed
     metrics = json.loads((out / "report" / "metrics.json").read_text())
     assert metrics["split"] == "test" and metrics["attributes"] == tiny["data"]["attributes"]
     assert len(list((out / "explain").glob("*/explain.json"))) == 3
     # A second run reuses every finished step.
-    assert cli_main(["demo", "--out", str(out), "--n", "40", "--size", "32"]) == 0
+    assert cli_main(["demo", "--out", str(out), "--n", "40", "--size", "32", "--train-seed", "3"]) == 0
     again = capsys.readouterr().out
     assert "reusing the synthetic cohort" in again and "already in" in again
     # Without the fine-tuned model, the first stage is reused and only the fine-tune runs again.
     shutil.rmtree(out / "run")
-    assert cli_main(["demo", "--out", str(out), "--n", "40", "--size", "32"]) == 0
+    assert cli_main(["demo", "--out", str(out), "--n", "40", "--size", "32", "--train-seed", "3"]) == 0
     third = capsys.readouterr().out
     assert f"[2/5] the first stage's model is already in {out / 'base'}" in third
     assert f"[3/5] fine-tuning it so that the lesion dim draws a lesion into {out / 'run'}" in third

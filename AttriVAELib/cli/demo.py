@@ -45,11 +45,13 @@ def run_demo(args: argparse.Namespace) -> int:
         print(f"[2-3/5] a trained model is already in {run}")
         summary = _finished_summary(run)
     else:
+        first = {**DEMO_OVERRIDES, "train": {**DEMO_OVERRIDES["train"], "seed": args.train_seed}}
         if not _finished(base):
-            _train_stage("[2/5]", "training a small Attri-VAE (preset fast_cpu)", cohort, base, DEMO_OVERRIDES)
+            _train_stage("[2/5]", "training a small Attri-VAE (preset fast_cpu)", cohort, base, first)
         else:
             print(f"[2/5] the first stage's model is already in {base}")
-        finetune = {**DEMO_FINETUNE_OVERRIDES, "train": {**DEMO_FINETUNE_OVERRIDES["train"], "init_from": str(base)}}
+        finetune = {**DEMO_FINETUNE_OVERRIDES,
+                    "train": {**DEMO_FINETUNE_OVERRIDES["train"], "seed": args.train_seed, "init_from": str(base)}}
         summary = _train_stage("[3/5]", "fine-tuning it so that the lesion dim draws a lesion", cohort, run, finetune)
     print_summary(summary)
     explain_heldout(cohort, run, out / "explain")
@@ -123,6 +125,8 @@ def add_demo_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n", type=positive_int, default=1000, help="subjects in the synthetic cohort (default 1000)")
     p.add_argument("--size", type=positive_int, default=64, help="voxels per axis of the cohort (default 64)")
     p.add_argument("--seed", type=seed_int, default=0, help="cohort seed (default 0)")
+    p.add_argument("--train-seed", type=seed_int, default=0,
+                   help="training seed of both stages: weights, batches, augmentation (default 0)")
 
 
 COMMANDS = (Command("demo", "the main job on the built-in synthetic cohort", add_demo_arguments, run_demo),)
