@@ -27,5 +27,9 @@ def test_export_describes_the_training_cohort(tiny_cohort, tiny_run, tmp_path):
     assert str(tiny_cohort) not in text and str(tiny_run) not in text
     held = json.loads((tiny_run / "heldout.json").read_text())
     assert meta["heldout"] == held and f"Held-out test split (n = {held['n']})" in (out / "README.md").read_text()
+    # The README names the command that trains the same recipe with the same training seed.
+    seed = meta["config"]["train"]["seed"]
+    command = "bash scripts/demo.sh" + (f" --train-seed {seed}" if seed else "")
+    assert f"Re-create it with `{command}` then" in (out / "README.md").read_text()
     model = AttriVAEModel.load(out, device="cpu")
     assert model.attribute_names == ["volume_ml", "max_axial_diameter_mm", "wall_thickness_mm", "lesion_volume_ml"]

@@ -647,6 +647,8 @@ def test_shipped_demo_model_works_offline(scene, monkeypatch):
     # What the decoded counterfactual shows, read back by the model; any disagreement is told in one line.
     checked = session.last_counterfactual["read_back"]
     assert len(checked["probabilities_image"]) == 2 and len(checked["probabilities_code"]) == 2
+    # The shipped model draws what its code says: the decoded image without the lesion reads back as class 0.
+    assert checked["probabilities_image"][0] >= 0.9
     messages = session.pop_messages()
     assert all(w in messages and "\n" not in w for w in checked["warnings"])
     lines = session.counterfactual_lines()  # the panel shows the read-back beside the code's probabilities
@@ -661,4 +663,5 @@ def test_shipped_demo_model_works_offline(scene, monkeypatch):
     session.counterfactual("other_class")
     donor = session.last_counterfactual["exemplar"]
     assert session.last_counterfactual["method"] == "exemplar" and donor["readback"] >= 0.99
+    assert session.last_counterfactual["read_back"]["probabilities_image"][1] >= 0.9  # the drawn lesion reads as class 1
     assert f"Taken from training subject {donor['subject']} " in "\n".join(session.counterfactual_lines())

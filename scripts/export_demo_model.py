@@ -51,6 +51,8 @@ def export(run: Path, out: Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     save_checkpoint(out, {k: v.contiguous() for k, v in tensors.items()}, meta, name="model")
     size, latent = meta["model_config"]["input_size"], meta["model_config"]["latent_dim"]
+    seed = int(train_config.get("seed", 0))
+    demo_command = "bash scripts/demo.sh" + (f" --train-seed {seed}" if seed else "")
     attrs = ", ".join(meta["attributes"]["regularized"] if "regularized" in meta["attributes"]
                       else meta["attributes"]["names"])
     scores = ", ".join(f"{k.removeprefix('spearman_')} ρ {v:.2f}" for k, v in held.items()
@@ -71,7 +73,8 @@ clinical model and knows nothing of real anatomy.
 - Input: any 3D image of a phantom; intensities are read with a fixed window [0, 1000] (the cohort
   stores intensities × 1000).
 
-Re-create it with `bash scripts/demo.sh` then `python scripts/export_demo_model.py demo/run`.
+Re-create it with `{demo_command}` then `python scripts/export_demo_model.py demo/run` (training
+repeats bit for bit on the same CPU and thread count only).
 """)
     return out
 

@@ -12,8 +12,8 @@ their display node's colour table, window, threshold and opacity.
 
 Writes ``Screenshot01.png`` (attention overlays), ``Screenshot02.png`` (traversal strips) and
 ``counterfactuals.png`` (counterfactuals of a held-out subject with a lesion and of one without).
-The committed screenshots were made with the run of ``bash scripts/demo.sh`` that the shipped
-demo model comes from (``--run demo/run --cohort demo/cohort``), with ``--layer conv2`` (the 8³
+The committed screenshots were made with the run of ``bash scripts/demo.sh --train-seed 2`` that
+the shipped demo model comes from (``--run demo/run --cohort demo/cohort``), with ``--layer conv2`` (the 8³
 feature map; at 32³ the default ``auto`` picks conv3, whose 4³ maps are coarser). Same inputs
 give identical PNGs.
 """
