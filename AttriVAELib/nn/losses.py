@@ -16,7 +16,7 @@ All terms are computed in float32, even when the forward pass ran under bf16 aut
   ``free_bits`` λ > 0 (Kingma et al. 2016), ``KL = Σ_d max(λ, KL_d)`` with ``KL_d`` dim d's KL
   averaged over the batch, so a dim carrying less than λ nats costs nothing more for carrying
   something and no dim closes while the code forms (in the phantom demo's first stage it keeps
-  the background's intensity in every run's code; docs/faithful-images.md). The logged ``kl_raw``
+  the background's intensity in the code of each of four runs; docs/faithful-images.md). The logged ``kl_raw``
   stays the plain KL;
 - ``ar``: ``γ·Σ_k L_k``, the AR-VAE sign loss on latent dims 0..K-1 (Pati & Lerch 2020);
 - ``linear``: ``γ_lin·Σ_k (1 − r_k)`` with ``r_k`` the batch's Pearson correlation of ``μ_k`` and
