@@ -15,9 +15,9 @@ All terms are computed in float32, even when the forward pass ran under bf16 aut
 - ``kl``: ``β_t·|KL − C|`` with ``β_t`` linearly warmed up from 0 over ``kl_warmup_steps``; with
   ``free_bits`` λ > 0 (Kingma et al. 2016), ``KL = Σ_d max(λ, KL_d)`` with ``KL_d`` dim d's KL
   averaged over the batch, so a dim carrying less than λ nats costs nothing more for carrying
-  something and no dim closes while the code forms (in the phantom demo's first stage it keeps
-  the background's intensity in the code of each of four runs; docs/faithful-images.md). The logged ``kl_raw``
-  stays the plain KL;
+  something and no dim closes while the code forms (in the phantom demo's first stage it kept
+  the background's intensity in the code of each of four runs; docs/faithful-images.md). The
+  logged ``kl_raw`` stays the plain KL;
 - ``ar``: ``γ·Σ_k L_k``, the AR-VAE sign loss on latent dims 0..K-1 (Pati & Lerch 2020);
 - ``linear``: ``γ_lin·Σ_k (1 − r_k)`` with ``r_k`` the batch's Pearson correlation of ``μ_k`` and
   ``a_k`` (:func:`linear_attribute_loss`; off by default). The sign loss asks only for the right
