@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 
+import pytest
 import yaml
 
 from AttriVAELib.cli import demo
@@ -45,3 +46,14 @@ def test_demo_runs_every_step_and_resumes(tmp_path, monkeypatch, capsys):
     third = capsys.readouterr().out
     assert f"[2/5] the first stage's model is already in {out / 'base'}" in third
     assert f"[3/5] fine-tuning it so that the lesion dim draws a lesion into {out / 'run'}" in third
+
+
+def test_demo_refuses_a_bad_training_seed_in_one_line_and_writes_nothing(tmp_path, capsys):
+    out = tmp_path / "demo"
+    for bad, why in (("-1", "outside 0..4294967295"), ("abc", "is not a whole number"), ("nan", "is not a whole number")):
+        with pytest.raises(SystemExit) as exit_info:
+            cli_main(["demo", "--out", str(out), "--train-seed", bad])
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "--train-seed" in err[0] and why in err[0] and "Traceback" not in err[0]
+        assert not out.exists()
